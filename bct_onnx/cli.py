@@ -1,0 +1,167 @@
+"""The ``bct-onnx`` command line: thin subcommands over the library API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from bct_onnx.blockwise import Rounding, ScaleFormat
+from bct_onnx.compress import compress
+from bct_onnx.config import CompressConfig
+from bct_onnx.errors import BctError, ValidationFailedError
+from bct_onnx.inspection import inspect_model
+from bct_onnx.validate import load_feeds, validate
+
+logger = logging.getLogger("bct_onnx")
+
+# Mean cosine between float and compressed outputs that `bct-onnx demo` requires.
+DEMO_MIN_COSINE = 0.9
+
+
+class _Group(click.Group):
+    """Click group that turns user-facing errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BctError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="bct-onnx")
+@click.option("-v", "--verbose", count=True, help="More log output (-v: one line per pass, -vv: every node).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
+def main(verbose: int, quiet: bool) -> None:
+    """Compress transformer ONNX models with blockwise low-bit quantization (BCT)."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def compress_options(function):
+    """Attach the options shared by ``compress`` and ``demo``; they build one CompressConfig."""
+    defaults = CompressConfig()
+    options = [
+        click.option("--weight-bits", type=click.Choice(["4", "8"]), default=str(defaults.weight_bits),
+                     show_default=True, help="Bits per weight and embedding value."),
+        click.option("--block-size", type=click.IntRange(min=2), default=defaults.block_size, show_default=True,
+                     help="Values per block along the reduction axis (the hidden axis for embeddings)."),
+        click.option("--symmetric/--asymmetric", default=defaults.symmetric, show_default=True,
+                     help="Symmetric codes, or codes with a zero point per block."),
+        click.option("--rounding", type=click.Choice([item.value for item in Rounding]),
+                     default=defaults.rounding.value, show_default=True,
+                     help="nearest: scale from the block's range; mse: scale with least squared error."),
+        click.option("--scale-format", type=click.Choice([item.value for item in ScaleFormat]),
+                     default=defaults.scale_format.value, show_default=True,
+                     help="Storage of block scales; uint8 quantizes them with one float per block column."),
+        click.option("--embeddings/--no-embeddings", default=defaults.embeddings, show_default=True,
+                     help="Also compress tables read by Gather (word, position, token type)."),
+        click.option("--exclude", multiple=True, metavar="PATTERN",
+                     help="Leave nodes or weights whose name matches this fnmatch pattern in float; repeatable."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def config_from_options(options: dict) -> CompressConfig:
+    """Build the CompressConfig from the values of ``compress_options``."""
+    return CompressConfig(
+        weight_bits=int(options["weight_bits"]),
+        block_size=options["block_size"],
+        symmetric=options["symmetric"],
+        rounding=Rounding(options["rounding"]),
+        scale_format=ScaleFormat(options["scale_format"]),
+        embeddings=options["embeddings"],
+        exclude=tuple(options["exclude"]),
+    )
+
+
+@main.command("compress")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Compressed model file to write.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
+@compress_options
+def compress_command(model: Path, output: Path, report_path: Path | None, **options) -> None:
+    """Compress MODEL into a smaller ONNX file that stock ONNX Runtime runs."""
+    report = compress(model, output, config=config_from_options(options))
+    click.echo(report.format_table())
+    if report_path is not None:
+        report_path.write_text(report.to_json() + "\n")
+
+
+@main.command("validate")
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path), help=".npz of input feeds; default: random token ids.")
+@click.option("--min-cosine", type=float, help="Exit with status 1 when any output's mean cosine is below this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def validate_command(reference: Path, candidate: Path, inputs: Path | None, min_cosine: float | None, as_json: bool) -> None:
+    """Compare CANDIDATE with the float model REFERENCE on the same inputs."""
+    feeds = load_feeds(inputs) if inputs is not None else None
+    report = validate(reference, candidate, feeds=feeds, min_cosine=min_cosine)
+    click.echo(report.to_json() if as_json else report.format_table())
+    if not report.passed:
+        raise ValidationFailedError(f"an output's cosine is below {min_cosine}")
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+def inspect_command(model: Path) -> None:
+    """List MODEL's operators, parameter bytes, and what BCT would compress."""
+    click.echo(inspect_model(model).format_text())
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write.")
+@click.option("--task", type=click.Choice(["feature-extraction", "sequence-classification"]),
+              default="feature-extraction", show_default=True, help="Which model head to export.")
+@click.option("--opset", type=int, help="ONNX opset to export at (default: the exporter's).")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
+              help="torch.onnx exporter to use.")
+def export_command(model: str, output: Path, task: str, opset: int | None, exporter: str) -> None:
+    """Export MODEL (a Hugging Face model folder, or a hub id where a hub is reachable) to ONNX.
+
+    Use "default" for the built-in MiniLM-L6 model. Needs the export extra:
+    pip install 'bct-onnx[export]'.
+    """
+    from bct_onnx.export import Exporter, ExportConfig, Task, default_model_dir, export_model
+
+    source = default_model_dir() if model == "default" else model
+    config = _export_config(ExportConfig, Task(task), Exporter(exporter), opset)
+    path = export_model(source, output, config=config)
+    click.echo(f"exported {source} to {path}")
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the exported and compressed models (default: a temporary folder).")
+@compress_options
+def demo_command(workdir: Path | None, **options) -> None:
+    """Export the built-in MiniLM-L6 model, compress it, and validate it against float32."""
+    from bct_onnx.export import ExportConfig, default_model_dir, export_model
+
+    with tempfile.TemporaryDirectory(prefix="bct-onnx-demo-") as scratch:
+        folder = workdir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        float_path = export_model(default_model_dir(), folder / "minilm-l6.onnx", config=ExportConfig())
+        compressed_path = folder / "minilm-l6.bct.onnx"
+        report = compress(float_path, compressed_path, config=config_from_options(options))
+        click.echo(report.format_table())
+        validation = validate(float_path, compressed_path, min_cosine=DEMO_MIN_COSINE)
+        click.echo("\n" + validation.format_table())
+        if not validation.passed:
+            raise ValidationFailedError(f"the compressed model's cosine is below {DEMO_MIN_COSINE}")
+
+
+def _export_config(config_type, task, exporter, opset):
+    try:
+        return config_type(task=task, exporter=exporter, opset=opset)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error

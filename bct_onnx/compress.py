@@ -1,0 +1,134 @@
+"""The compression entry points: a model in memory, or a file to a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from bct_onnx.config import CompressConfig
+from bct_onnx.errors import UnsupportedModelError
+from bct_onnx.graph import CREATED_BY_KEY
+from bct_onnx.modelio import check_output_path, load_model, save_model, uses_external_data_file
+from bct_onnx.opset import upgrade_opset
+from bct_onnx.passes import PassContext, PassResult, default_pipeline, run_pipeline
+from bct_onnx.report import CompressionReport, TensorReport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressedModel:
+    """A compressed model in memory, with what each pass did to it."""
+
+    model: onnx.ModelProto
+    tensors: list[TensorReport]
+    passes: list[PassResult]
+
+
+def compress_model(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig()) -> CompressedModel:
+    """Compress a model held in memory and return the new model; ``model`` is not changed.
+
+    Raises:
+        UnsupportedModelError: the opset cannot be upgraded, or nothing in the model can be
+            compressed.
+    """
+    model = upgrade_opset(_copy(model))
+    graph = gs.import_onnx(_infer_shapes(model))
+    context = PassContext(graph=graph, config=config)
+    results = run_pipeline(default_pipeline(), context)
+    if not context.tensor_reports:
+        raise UnsupportedModelError(f"nothing to compress: {_describe_skips(results)}")
+
+    compressed = gs.export_onnx(graph)
+    _restore_model_fields(compressed, model)
+    for node in compressed.graph.node:
+        if node.name in context.created_by:
+            entry = node.metadata_props.add()
+            entry.key, entry.value = CREATED_BY_KEY, context.created_by[node.name]
+    return CompressedModel(compressed, context.tensor_reports, results)
+
+
+def compress(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    config: CompressConfig = CompressConfig(),
+) -> CompressionReport:
+    """Compress the ONNX file ``input_path`` into ``output_path`` and return the report.
+
+    The input is never modified. The output keeps its initializers in ``<output>.data`` when
+    the input used external data or the result would exceed protobuf's 2 GiB limit.
+    """
+    output = check_output_path(input_path, output_path)
+    model = load_model(input_path)
+    external_data = uses_external_data_file(model)
+    compressed = compress_model(model, config=config)
+    _check(compressed.model)
+    save_model(compressed.model, output, external_data=external_data)
+    return CompressionReport(
+        input_path=str(input_path),
+        output_path=str(output),
+        file_bytes_before=model_file_bytes(Path(input_path)),
+        file_bytes_after=model_file_bytes(output),
+        tensors=compressed.tensors,
+        passes={result.pass_name: result.rewritten for result in compressed.passes},
+    )
+
+
+def model_file_bytes(path: Path) -> int:
+    """Return the size of a model file plus the external data files it refers to."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return path.stat().st_size + sum((path.parent / location).stat().st_size for location in locations)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return ``model`` with inferred value shapes; a model shape inference rejects is kept as is."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError) as error:
+        logger.warning("shape inference failed, continuing without inferred shapes: %s", error)
+        return model
+
+
+def _restore_model_fields(compressed: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Copy what onnx-graphsurgeon drops on export: IR version, metadata and docs."""
+    compressed.ir_version = original.ir_version
+    compressed.producer_name = original.producer_name or compressed.producer_name
+    compressed.producer_version = original.producer_version or compressed.producer_version
+    compressed.doc_string = original.doc_string
+    compressed.model_version = original.model_version
+    del compressed.metadata_props[:]
+    compressed.metadata_props.extend(original.metadata_props)
+
+
+def _describe_skips(results: list[PassResult]) -> str:
+    reasons = Counter()
+    for result in results:
+        reasons.update(result.skipped)
+    if not reasons:
+        return "the model has no MatMul, Gemm or Gather on a constant"
+    return "; ".join(f"{count} node(s) left because {reason}" for reason, count in reasons.items())
+
+
+def _check(model: onnx.ModelProto) -> None:
+    """Run the full ONNX checker on the result; too large a model is checked on save instead."""
+    if model.ByteSize() < (2**31 - 1):
+        onnx.checker.check_model(model, full_check=True)

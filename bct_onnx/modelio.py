@@ -1,0 +1,121 @@
+"""Loading and saving ONNX models safely: clear errors in, atomic writes out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import uses_external_data
+
+from bct_onnx.errors import ModelLoadError, OutputError
+
+# Protobuf cannot serialise a message of 2 GiB or more, so larger models must keep their
+# initializers in an external data file.
+PROTOBUF_LIMIT_BYTES = 2**31 - 1
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX model and its external data, refusing data files outside its folder.
+
+    Raises:
+        ModelLoadError: the file is missing, is not ONNX, is truncated, or points outside its
+            folder for external data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as error:
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({error})") from error
+    if not model.graph.node:
+        raise ModelLoadError(f"{path} is not a readable ONNX model (its graph has no nodes)")
+
+    _check_external_data_locations(model, path.parent)
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as error:
+        raise ModelLoadError(f"cannot read the external data of {path}: {error}") from error
+    return model
+
+
+def uses_external_data_file(model: onnx.ModelProto) -> bool:
+    """Return True when any initializer of ``model`` is stored in an external file."""
+    return any(uses_external_data(tensor) for tensor in model.graph.initializer)
+
+
+def _check_external_data_locations(model: onnx.ModelProto, folder: Path) -> None:
+    root = folder.resolve()
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        target = (root / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise ModelLoadError(
+                f"initializer {tensor.name!r} points to external data {location!r} outside the "
+                f"model's folder {root}; move the data file next to the model"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"external data file not found for {tensor.name!r}: {target}")
+
+
+def check_output_path(input_path: str | os.PathLike, output_path: str | os.PathLike) -> Path:
+    """Return ``output_path`` as a Path after checking that the model can be written there.
+
+    Raises:
+        OutputError: the output is the input, or its folder is missing or not writable.
+    """
+    output = Path(output_path)
+    if output.exists() and output.resolve() == Path(input_path).resolve():
+        raise OutputError(f"output path is the input model: {output}; choose another file name")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+    if output.is_dir():
+        raise OutputError(f"output path is a folder, expected a file name: {output}")
+    return output
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool) -> None:
+    """Write ``model`` to ``path`` atomically, with initializers in ``<name>.data`` if asked.
+
+    The model goes to temporary files in the output folder first and is renamed into place only
+    when complete, so a failure never leaves a half-written model behind.
+    """
+    path = Path(path)
+    external_data = external_data or model.ByteSize() >= PROTOBUF_LIMIT_BYTES
+    data_name = f"{path.name}.data"
+    with _temporary_folder(path.parent) as staging:
+        staged_model = staging / path.name
+        if external_data:
+            onnx.save_model(
+                model,
+                str(staged_model),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+        else:
+            onnx.save_model(model, str(staged_model))
+        if (staging / data_name).exists():
+            os.replace(staging / data_name, path.parent / data_name)
+        os.replace(staged_model, path)
+
+
+@contextlib.contextmanager
+def _temporary_folder(parent: Path) -> Iterator[Path]:
+    try:
+        folder = tempfile.TemporaryDirectory(prefix=".bct-onnx-", dir=parent)
+    except OSError as error:
+        raise OutputError(f"cannot write to {parent}: {error}") from error
+    with folder as name:
+        yield Path(name)

@@ -1,0 +1,191 @@
+"""Replaces constant embedding tables read by Gather with blockwise low-bit tables.
+
+Matched and rewritten (8-bit)::
+
+    ids ──► Gather(axis=0) ◄── table (float constant, [V, H])
+
+    ids ──► Gather ◄── codes (INT8, [V, H])  ──────────────► DequantizeLinear(axis=-1, block_size=B)
+      └───► Gather ◄── scale rows ([V, ceil(H/B)]) ─────────►   ▲
+                                                   (zero point rows, when asymmetric) ─┘
+
+Only the looked-up rows are dequantized: the scales are gathered with the codes, so a lookup
+costs O(tokens × H) and never touches the rest of the table. With ``ScaleFormat.UINT8`` the
+gathered scale rows are 8-bit codes, dequantized by one float32 per block column.
+
+ONNX Gather does not accept INT4, so a 4-bit table is stored as UINT8 with two codes per byte
+(low nibble first) and unpacked after the lookup::
+
+    packed rows ──► BitwiseAnd(15) ──► Unsqueeze(-1) ─┐
+                └─► BitShift(4, RIGHT) ► Unsqueeze(-1) ┴► Concat(-1) ──► Reshape([..., H])
+
+Symmetric 4-bit codes are stored offset by 8, so the unpacked UINT8 codes dequantize with a
+zero point of 8.
+
+Limitations: only ``axis=0`` lookups into 2-D tables; a 4-bit table needs an even H.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx.helper import np_dtype_to_tensor_dtype
+
+from bct_onnx.blockwise import ScaleFormat
+from bct_onnx.config import CompressConfig
+from bct_onnx.graph import NodeFactory, constant_array
+from bct_onnx.passes.base import GraphPass, PassContext, PassResult
+from bct_onnx.passes.quantize_weights_blockwise import FLOAT_TYPES, dequantized_dtype, is_excluded
+from bct_onnx.passes.quantized_values import QuantizedWeight, make_report, quantize_along_axis
+
+logger = logging.getLogger(__name__)
+
+
+def explain_embedding_skip(node: gs.Node, config: CompressConfig) -> str | None:
+    """Return why a Gather's table stays in float, or None if it is compressed."""
+    table = constant_array(node.inputs[0])
+    if table is None:
+        return "table is computed, not constant"
+    if node.attrs.get("axis", 0) != 0:
+        return "lookup is not along axis 0"
+    if table.ndim != 2:
+        return f"table has {table.ndim} dimensions, not 2"
+    if table.dtype not in FLOAT_TYPES:
+        return f"table type is {table.dtype}, not float32 or float16 (already quantized?)"
+    if config.weight_bits == 4 and table.shape[1] % 2:
+        return "4-bit tables need an even row length"
+    if is_excluded(config.exclude, node.name, node.inputs[0].name):
+        return "excluded by a pattern"
+    return None
+
+
+@dataclass(frozen=True)
+class _TableConstants:
+    """The initializers that replace one float table; shared by every Gather on that table."""
+
+    codes: gs.Constant
+    scale_rows: gs.Constant  # float scales, or uint8 scale codes with ScaleFormat.UINT8
+    scale_of_scales: gs.Constant | None
+    zero_point_rows: gs.Constant | None
+    quantized: QuantizedWeight
+
+
+class QuantizeEmbeddingsBlockwise(GraphPass):
+    """Compresses every constant table looked up by Gather (word, position, token type)."""
+
+    name = "quantize_embeddings_blockwise"
+
+    def run(self, context: PassContext) -> PassResult:
+        factory = NodeFactory(context.graph, self.name)
+        tables: dict[str, _TableConstants] = {}
+        skipped: Counter[str] = Counter()
+        if not context.config.embeddings:
+            return PassResult(self.name, 0, {})
+
+        for node in list(context.graph.nodes):
+            if node.op != "Gather":
+                continue
+            reason = explain_embedding_skip(node, context.config)
+            if reason is not None:
+                logger.debug("Gather %s left in float: %s", node.name, reason)
+                skipped[reason] += 1
+                continue
+            table = node.inputs[0]
+            if table.name not in tables:
+                tables[table.name] = self._quantize_table(table, context, factory)
+            self._rewrite_lookup(node, tables[table.name], context.config, factory)
+
+        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        return PassResult(self.name, len(tables), dict(skipped))
+
+    def _quantize_table(
+        self, table: gs.Constant, context: PassContext, factory: NodeFactory
+    ) -> _TableConstants:
+        config = context.config
+        values = np.asarray(table.values)
+        quantized = quantize_along_axis(values, 1, config)
+        context.tensor_reports.append(make_report(table.name, "embedding", values, quantized, config))
+
+        anchor = table.name
+        if config.scale_format is ScaleFormat.UINT8:
+            scale_rows = factory.constant(anchor, "scale_codes", quantized.scale_codes)
+            scale_of_scales = factory.constant(anchor, "scale_of_scales", quantized.scale_of_scales)
+        else:
+            dtype = np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32
+            scale_rows = factory.constant(anchor, "scale", quantized.scale.astype(dtype))
+            scale_of_scales = None
+        zero_point_rows = None
+        if quantized.zero_point is not None:
+            zero_point_rows = factory.constant(anchor, "zero_point", quantized.zero_point.astype(np.uint8))
+        codes = factory.constant(anchor, "codes", _table_codes(quantized))
+        return _TableConstants(codes, scale_rows, scale_of_scales, zero_point_rows, quantized)
+
+    def _rewrite_lookup(
+        self, node: gs.Node, table: _TableConstants, config: CompressConfig, factory: NodeFactory
+    ) -> None:
+        indices, output = node.inputs[1], node.outputs[0]
+        anchor = node.name or output.name
+        node.outputs.clear()
+
+        codes = factory.node("Gather", anchor, [table.codes, indices])
+        if table.quantized.bits == 4:
+            codes = _unpack_nibbles(factory, anchor, codes)
+        scale = factory.node("Gather", anchor, [table.scale_rows, indices])
+        if table.scale_of_scales is not None:
+            scale = factory.node("DequantizeLinear", anchor, [scale, table.scale_of_scales], attrs={"axis": -1})
+        inputs = [codes, scale]
+        if table.zero_point_rows is not None:
+            inputs.append(factory.node("Gather", anchor, [table.zero_point_rows, indices]))
+        elif table.quantized.bits == 4:
+            inputs.append(_symmetric_nibble_zero_point(factory, anchor, scale))
+
+        attrs = {"axis": -1, "block_size": config.block_size}
+        wanted = table.quantized.dequantized.dtype
+        if dequantized_dtype(config) == wanted:
+            factory.node("DequantizeLinear", anchor, inputs, attrs=attrs, output=output)
+            return
+        dequantized = factory.node("DequantizeLinear", anchor, inputs, attrs=attrs)
+        to = np_dtype_to_tensor_dtype(wanted)
+        factory.node("Cast", anchor, [dequantized], attrs={"to": to}, output=output)
+
+
+def _table_codes(quantized: QuantizedWeight) -> np.ndarray:
+    """Return the table's codes as ONNX stores them: 8-bit as is, 4-bit as packed nibbles."""
+    if quantized.bits == 8:
+        return quantized.codes_for_onnx()
+    nibbles = quantized.codes.astype(np.int16)
+    if quantized.symmetric:
+        nibbles = nibbles + 8  # int4 [-8, 7] -> [0, 15]; the zero point of 8 undoes it
+    nibbles = nibbles.astype(np.uint8)
+    return (nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)).astype(np.uint8)
+
+
+def _unpack_nibbles(factory: NodeFactory, anchor: str, packed: gs.Tensor) -> gs.Tensor:
+    low = factory.node("BitwiseAnd", anchor, [packed, factory.constant(anchor, "low_mask", np.array(15, np.uint8))])
+    shift = factory.constant(anchor, "nibble_shift", np.array(4, np.uint8))
+    high = factory.node("BitShift", anchor, [packed, shift], attrs={"direction": "RIGHT"})
+    last_axis = factory.constant(anchor, "last_axis", np.array([-1], np.int64))
+    pairs = factory.node(
+        "Concat",
+        anchor,
+        [factory.node("Unsqueeze", anchor, [low, last_axis]), factory.node("Unsqueeze", anchor, [high, last_axis])],
+        attrs={"axis": -1},
+    )
+    # The unpacked shape is the packed one with its last dimension doubled: [..., H/2] -> [..., H].
+    packed_shape = factory.node("Shape", anchor, [packed])
+    leading = factory.node(
+        "Slice",
+        anchor,
+        [packed_shape, factory.constant(anchor, "slice_start", np.array([0], np.int64)), last_axis],
+    )
+    shape = factory.node("Concat", anchor, [leading, last_axis], attrs={"axis": 0})
+    return factory.node("Reshape", anchor, [pairs, shape])
+
+
+def _symmetric_nibble_zero_point(factory: NodeFactory, anchor: str, scale: gs.Tensor) -> gs.Tensor:
+    """Return a zero point of 8 with the gathered scale's shape, as blocked dequantization needs."""
+    eight = factory.constant(anchor, "nibble_offset", np.array([8], np.uint8))
+    return factory.node("Expand", anchor, [eight, factory.node("Shape", anchor, [scale])])

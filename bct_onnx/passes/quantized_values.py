@@ -1,0 +1,142 @@
+"""Quantizing one constant along one axis, and building the ONNX values that dequantize it.
+
+Shared by the weight and the embedding passes, which differ only in how the dequantized values
+reach their consumers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from bct_onnx.blockwise import BlockQuantized, ScaleFormat, quantize_blocks
+from bct_onnx.config import CompressConfig
+from bct_onnx.graph import NodeFactory
+from bct_onnx.report import TensorReport, sqnr_db
+
+_SCALE_BYTES = {ScaleFormat.FLOAT32: 4, ScaleFormat.FLOAT16: 2, ScaleFormat.UINT8: 1}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizedWeight:
+    """A constant quantized in blocks along ``axis``, with every array in the constant's layout.
+
+    ``codes``, ``zero_point`` and ``scale_codes`` hold small integers in int8 or uint8 arrays;
+    ``codes_for_onnx`` and ``zero_point_for_onnx`` convert them to the ONNX storage type.
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray  # float32 scale actually applied (after scale quantization)
+    zero_point: np.ndarray | None
+    scale_codes: np.ndarray | None
+    scale_of_scales: np.ndarray | None
+    axis: int
+    bits: int
+    block_size: int
+    symmetric: bool
+    dequantized: np.ndarray
+
+    def codes_for_onnx(self) -> np.ndarray:
+        return _to_storage(self.codes, self.bits, self.symmetric)
+
+    def zero_point_for_onnx(self) -> np.ndarray | None:
+        if self.zero_point is None:
+            return None
+        return _to_storage(self.zero_point, self.bits, symmetric=False)
+
+
+def quantize_along_axis(weight: np.ndarray, axis: int, config: CompressConfig) -> QuantizedWeight:
+    """Quantize a 2-D float constant in blocks along ``axis`` (0 or 1).
+
+    A length that is not a multiple of the block size is zero-padded for the search and the
+    padding is cut off again, which is what ONNX expects of a last, shorter block.
+    """
+    rows_last = weight.T if axis == 0 else weight
+    length = rows_last.shape[1]
+    padded_length = -(-length // config.block_size) * config.block_size
+    padded = np.zeros((rows_last.shape[0], padded_length), np.float32)
+    padded[:, :length] = rows_last
+
+    blocks = quantize_blocks(
+        padded,
+        bits=config.weight_bits,
+        block_size=config.block_size,
+        symmetric=config.symmetric,
+        rounding=config.rounding,
+        scale_format=config.scale_format,
+    )
+    return _to_weight_layout(blocks, weight, axis, length, config.symmetric)
+
+
+def _to_weight_layout(
+    blocks: BlockQuantized, weight: np.ndarray, axis: int, length: int, symmetric: bool
+) -> QuantizedWeight:
+    def layout(array: np.ndarray | None) -> np.ndarray | None:
+        if array is None:
+            return None
+        return np.ascontiguousarray(array.T if axis == 0 else array)
+
+    dequantized = blocks.dequantize()[:, :length]
+    return QuantizedWeight(
+        codes=layout(blocks.codes[:, :length]),
+        scale=layout(blocks.scale),
+        zero_point=layout(blocks.zero_point),
+        scale_codes=layout(blocks.scale_codes),
+        scale_of_scales=blocks.scale_of_scales,
+        axis=axis,
+        bits=blocks.bits,
+        block_size=blocks.block_size,
+        symmetric=symmetric,
+        dequantized=layout(dequantized).astype(weight.dtype),
+    )
+
+
+def make_report(
+    name: str, kind: str, weight: np.ndarray, quantized: QuantizedWeight, config: CompressConfig
+) -> TensorReport:
+    """Describe the size and error of one quantized constant."""
+    block_count = quantized.scale.size
+    scale_bytes = block_count * _SCALE_BYTES[config.scale_format]
+    if quantized.scale_of_scales is not None:
+        scale_bytes += quantized.scale_of_scales.size * 4
+    if quantized.zero_point is not None:
+        scale_bytes += -(-block_count * quantized.bits // 8)
+    code_bytes = -(-weight.size * quantized.bits // 8)
+    return TensorReport(
+        name=name,
+        kind=kind,
+        shape=tuple(int(dim) for dim in weight.shape),
+        bits=quantized.bits,
+        block_size=quantized.block_size,
+        bytes_before=int(weight.nbytes),
+        bytes_after=int(code_bytes + scale_bytes),
+        scale_bytes=int(scale_bytes),
+        sqnr_db=sqnr_db(weight, quantized.dequantized),
+    )
+
+
+def build_scale(
+    factory: NodeFactory, anchor: str, quantized: QuantizedWeight, config: CompressConfig
+) -> gs.Tensor:
+    """Return the scale value of a ``DequantizeLinear`` on the whole constant.
+
+    For ``ScaleFormat.UINT8`` this is itself a ``DequantizeLinear`` of the 8-bit scale codes by
+    one float32 scale per block index, which ONNX Runtime evaluates once per run.
+    """
+    if config.scale_format is ScaleFormat.UINT8:
+        codes = factory.constant(anchor, "scale_codes", quantized.scale_codes)
+        scale_of_scales = factory.constant(anchor, "scale_of_scales", quantized.scale_of_scales)
+        return factory.node(
+            "DequantizeLinear", anchor, [codes, scale_of_scales], attrs={"axis": quantized.axis}
+        )
+    dtype = np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32
+    return factory.constant(anchor, "scale", quantized.scale.astype(dtype))
+
+
+def _to_storage(values: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
+    if bits == 4:
+        return values.astype(ml_dtypes.int4 if symmetric else ml_dtypes.uint4)
+    return values.astype(np.int8 if symmetric else np.uint8)
