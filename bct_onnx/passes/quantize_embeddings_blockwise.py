@@ -32,14 +32,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx.helper import np_dtype_to_tensor_dtype
 
 from bct_onnx.blockwise import ScaleFormat
 from bct_onnx.config import CompressConfig
 from bct_onnx.graph import NodeFactory, constant_array
 from bct_onnx.passes.base import GraphPass, PassContext, PassResult
-from bct_onnx.passes.quantize_weights_blockwise import FLOAT_TYPES, dequantized_dtype, is_excluded
-from bct_onnx.passes.quantized_values import QuantizedWeight, make_report, quantize_along_axis
+from bct_onnx.passes.quantize_weights_blockwise import FLOAT_TYPES, is_excluded
+from bct_onnx.passes.quantized_values import (
+    QuantizedWeight,
+    cast_to,
+    dequantize_scale_codes,
+    make_report,
+    quantize_along_axis,
+    stored_scale_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,6 @@ class _TableConstants:
 
     codes: gs.Constant
     scale_rows: gs.Constant  # float scales, or uint8 scale codes with ScaleFormat.UINT8
-    scale_of_scales: gs.Constant | None
     zero_point_rows: gs.Constant | None
     quantized: QuantizedWeight
 
@@ -112,16 +117,13 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
         anchor = table.name
         if config.scale_format is ScaleFormat.UINT8:
             scale_rows = factory.constant(anchor, "scale_codes", quantized.scale_codes)
-            scale_of_scales = factory.constant(anchor, "scale_of_scales", quantized.scale_of_scales)
         else:
-            dtype = np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32
-            scale_rows = factory.constant(anchor, "scale", quantized.scale.astype(dtype))
-            scale_of_scales = None
+            scale_rows = factory.constant(anchor, "scale", quantized.scale.astype(stored_scale_dtype(config)))
         zero_point_rows = None
         if quantized.zero_point is not None:
             zero_point_rows = factory.constant(anchor, "zero_point", quantized.zero_point.astype(np.uint8))
         codes = factory.constant(anchor, "codes", _table_codes(quantized))
-        return _TableConstants(codes, scale_rows, scale_of_scales, zero_point_rows, quantized)
+        return _TableConstants(codes, scale_rows, zero_point_rows, quantized)
 
     def _rewrite_lookup(
         self, node: gs.Node, table: _TableConstants, config: CompressConfig, factory: NodeFactory
@@ -134,22 +136,17 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
         if table.quantized.bits == 4:
             codes = _unpack_nibbles(factory, anchor, codes)
         scale = factory.node("Gather", anchor, [table.scale_rows, indices])
-        if table.scale_of_scales is not None:
-            scale = factory.node("DequantizeLinear", anchor, [scale, table.scale_of_scales], attrs={"axis": -1})
+        if config.scale_format is ScaleFormat.UINT8:
+            scale = dequantize_scale_codes(factory, anchor, scale, table.quantized, axis=-1)
+        else:
+            scale = cast_to(factory, anchor, scale, stored_scale_dtype(config), table.quantized.dequantized.dtype)
         inputs = [codes, scale]
         if table.zero_point_rows is not None:
             inputs.append(factory.node("Gather", anchor, [table.zero_point_rows, indices]))
         elif table.quantized.bits == 4:
             inputs.append(_symmetric_nibble_zero_point(factory, anchor, scale))
-
         attrs = {"axis": -1, "block_size": config.block_size}
-        wanted = table.quantized.dequantized.dtype
-        if dequantized_dtype(config) == wanted:
-            factory.node("DequantizeLinear", anchor, inputs, attrs=attrs, output=output)
-            return
-        dequantized = factory.node("DequantizeLinear", anchor, inputs, attrs=attrs)
-        to = np_dtype_to_tensor_dtype(wanted)
-        factory.node("Cast", anchor, [dequantized], attrs={"to": to}, output=output)
+        factory.node("DequantizeLinear", anchor, inputs, attrs=attrs, output=output)
 
 
 def _table_codes(quantized: QuantizedWeight) -> np.ndarray:

@@ -25,10 +25,7 @@ from collections import Counter
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx.helper import np_dtype_to_tensor_dtype
 
-from bct_onnx.blockwise import ScaleFormat
-from bct_onnx.config import CompressConfig
 from bct_onnx.graph import NodeFactory, constant_array, producer
 from bct_onnx.passes.base import GraphPass, PassContext, PassResult
 from bct_onnx.passes.quantized_values import build_scale, make_report, quantize_along_axis
@@ -115,15 +112,4 @@ class QuantizeWeightsBlockwise(GraphPass):
         if quantized.zero_point is not None:
             inputs.append(factory.constant(anchor, "zero_point", quantized.zero_point_for_onnx()))
         attrs = {"axis": axis, "block_size": quantized.block_size}
-        output = factory.node("DequantizeLinear", anchor, inputs, attrs=attrs)
-        if dequantized_dtype(context.config) == values.dtype:
-            return output
-        return factory.node("Cast", anchor, [output], attrs={"to": np_dtype_to_tensor_dtype(values.dtype)})
-
-
-def dequantized_dtype(config: CompressConfig) -> np.dtype:
-    """Return the type DequantizeLinear produces: the type of the float scale it applies.
-
-    The UINT8 scale format dequantizes its scale codes with float32 scales of scales.
-    """
-    return np.dtype(np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32)
+        return factory.node("DequantizeLinear", anchor, inputs, attrs=attrs)

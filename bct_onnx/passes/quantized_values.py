@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx.helper import np_dtype_to_tensor_dtype
 
 from bct_onnx.blockwise import BlockQuantized, ScaleFormat, quantize_blocks
 from bct_onnx.config import CompressConfig
@@ -101,7 +102,7 @@ def make_report(
     block_count = quantized.scale.size
     scale_bytes = block_count * _SCALE_BYTES[config.scale_format]
     if quantized.scale_of_scales is not None:
-        scale_bytes += quantized.scale_of_scales.size * 4
+        scale_bytes += quantized.scale_of_scales.size * weight.itemsize
     if quantized.zero_point is not None:
         scale_bytes += -(-block_count * quantized.bits // 8)
     code_bytes = -(-weight.size * quantized.bits // 8)
@@ -121,19 +122,42 @@ def make_report(
 def build_scale(
     factory: NodeFactory, anchor: str, quantized: QuantizedWeight, config: CompressConfig
 ) -> gs.Tensor:
-    """Return the scale value of a ``DequantizeLinear`` on the whole constant.
+    """Return the scale value of a ``DequantizeLinear`` on the whole constant, in its float type.
 
     For ``ScaleFormat.UINT8`` this is itself a ``DequantizeLinear`` of the 8-bit scale codes by
-    one float32 scale per block index, which ONNX Runtime evaluates once per run.
+    one scale of scales per block index, which ONNX Runtime evaluates once per run.
     """
+    dtype = quantized.dequantized.dtype
     if config.scale_format is ScaleFormat.UINT8:
         codes = factory.constant(anchor, "scale_codes", quantized.scale_codes)
-        scale_of_scales = factory.constant(anchor, "scale_of_scales", quantized.scale_of_scales)
-        return factory.node(
-            "DequantizeLinear", anchor, [codes, scale_of_scales], attrs={"axis": quantized.axis}
-        )
-    dtype = np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32
-    return factory.constant(anchor, "scale", quantized.scale.astype(dtype))
+        return dequantize_scale_codes(factory, anchor, codes, quantized, axis=quantized.axis)
+    scale = factory.constant(anchor, "scale", quantized.scale.astype(stored_scale_dtype(config)))
+    return cast_to(factory, anchor, scale, stored_scale_dtype(config), dtype)
+
+
+def dequantize_scale_codes(
+    factory: NodeFactory, anchor: str, codes: gs.Tensor, quantized: QuantizedWeight, *, axis: int
+) -> gs.Tensor:
+    """Return ``codes`` times the scale of scales along ``axis``, in the constant's float type."""
+    dtype = quantized.dequantized.dtype
+    scale_of_scales = factory.constant(anchor, "scale_of_scales", quantized.scale_of_scales.astype(dtype))
+    return factory.node("DequantizeLinear", anchor, [codes, scale_of_scales], attrs={"axis": axis})
+
+
+def stored_scale_dtype(config: CompressConfig) -> np.dtype:
+    """Return the type that float block scales are stored in (not used for ScaleFormat.UINT8)."""
+    return np.dtype(np.float16 if config.scale_format is ScaleFormat.FLOAT16 else np.float32)
+
+
+def cast_to(factory: NodeFactory, anchor: str, value: gs.Tensor, dtype: np.dtype, wanted: np.dtype) -> gs.Tensor:
+    """Return ``value`` (of type ``dtype``) cast to ``wanted``, or unchanged when they agree.
+
+    Scales are cast before dequantization, not the dequantized result after it, because
+    DequantizeLinear computes in its scale's type: float16 scales would round every output.
+    """
+    if np.dtype(dtype) == np.dtype(wanted):
+        return value
+    return factory.node("Cast", anchor, [value], attrs={"to": np_dtype_to_tensor_dtype(np.dtype(wanted))})
 
 
 def _to_storage(values: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:

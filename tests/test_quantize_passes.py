@@ -1,0 +1,198 @@
+"""The weight and embedding passes on tiny hand-built graphs, checked in ONNX Runtime."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from conftest import (
+    embedding_model,
+    float_input,
+    make_model,
+    matmul_model,
+    representable_weight,
+    run_model,
+)
+from onnx import helper, numpy_helper
+
+from bct_onnx import CompressConfig, Rounding, ScaleFormat, compress_model
+from bct_onnx.errors import UnsupportedModelError
+from bct_onnx.graph import CREATED_BY_KEY
+
+EXACT = dict(rounding=Rounding.NEAREST, scale_format=ScaleFormat.FLOAT32)
+
+
+def initializer_types(model: onnx.ModelProto) -> Counter:
+    return Counter(helper.tensor_dtype_to_string(tensor.data_type) for tensor in model.graph.initializer)
+
+
+def op_counts(model: onnx.ModelProto) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_matmul_weight_exact_in_onnx_runtime(bits):
+    weight = representable_weight((64, 8), 32, bits=bits)
+    result = compress_model(matmul_model(weight), config=CompressConfig(weight_bits=bits, block_size=32, **EXACT))
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    (y,) = run_model(result.model, {"x": x})
+    np.testing.assert_allclose(y, x @ weight, rtol=1e-5, atol=1e-5)
+    assert initializer_types(result.model)["TensorProto.INT4" if bits == 4 else "TensorProto.INT8"] == 1
+    assert result.tensors[0].sqnr_db == float("inf")
+
+
+def test_matmul_weight_becomes_blocked_dequantize():
+    weight = np.random.default_rng(1).standard_normal((128, 16)).astype(np.float32)
+    result = compress_model(matmul_model(weight), config=CompressConfig(block_size=32))
+    onnx.checker.check_model(result.model, full_check=True)
+    dequantize = next(node for node in result.model.graph.node if node.output[0] in {
+        n.input[1] for n in result.model.graph.node if n.op_type == "MatMul"})
+    assert dequantize.op_type == "DequantizeLinear"
+    attrs = {attr.name: helper.get_attribute_value(attr) for attr in dequantize.attribute}
+    assert attrs == {"axis": 0, "block_size": 32}
+    codes = next(t for t in result.model.graph.initializer if t.name == dequantize.input[0])
+    assert codes.data_type == onnx.TensorProto.INT4
+    assert list(codes.dims) == [128, 16]
+    assert len(codes.raw_data) == 128 * 16 // 2  # two codes per byte
+
+
+def test_uint8_scales_in_onnx_runtime_match_report():
+    weight = np.random.default_rng(2).standard_normal((128, 16)).astype(np.float32)
+    result = compress_model(matmul_model(weight), config=CompressConfig(block_size=32))
+    assert result.tensors[0].scale_bytes == 4 * 16 + 4 * 4  # uint8 codes + float32 per block row
+    x = np.eye(128, dtype=np.float32)
+    (dequantized,) = run_model(result.model, {"x": x})
+    error = np.square(dequantized - weight).sum()
+    expected_db = 10 * np.log10(np.square(weight).sum() / error)
+    assert result.tensors[0].sqnr_db == pytest.approx(expected_db, abs=1e-3)
+    assert 17.0 < expected_db < 22.0  # 4-bit with MSE clipping gives about 20 dB on Gaussian data
+
+
+def test_partial_last_block():
+    weight = representable_weight((48, 4), 16, bits=4)
+    result = compress_model(matmul_model(weight), config=CompressConfig(block_size=32, **EXACT))
+    x = np.eye(48, dtype=np.float32)
+    (y,) = run_model(result.model, {"x": x})
+    scale = next(t for t in result.model.graph.initializer if t.name.endswith("/scale"))
+    assert list(scale.dims) == [2, 4]
+    assert np.abs(y - weight).max() <= np.abs(weight).max() / 7 / 2 + 1e-6
+
+
+def test_gemm_transposed_weight_blocks_along_axis_1():
+    weight = representable_weight((32, 8), 16, bits=4).T.copy()  # [N, K] with transB=1
+    node = helper.make_node("Gemm", ["x", "weight"], ["y"], name="gemm", transB=1)
+    model = make_model([node], [float_input("x", [2, 32])], [float_input("y", [2, 8])], {"weight": weight})
+    result = compress_model(model, config=CompressConfig(block_size=16, **EXACT))
+    x = np.random.default_rng(3).standard_normal((2, 32)).astype(np.float32)
+    (y,) = run_model(result.model, {"x": x})
+    np.testing.assert_allclose(y, x @ weight.T, rtol=1e-5, atol=1e-5)
+    assert result.tensors[0].kind == "gemm"
+
+
+def test_transposed_constant_is_folded_then_quantized():
+    weight = representable_weight((32, 8), 16, bits=4)
+    nodes = [
+        helper.make_node("Transpose", ["weight_t"], ["weight"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "weight"], ["y"]),
+    ]
+    model = make_model(nodes, [float_input("x", [2, 32])], [float_input("y", [2, 8])], {"weight_t": weight.T.copy()})
+    result = compress_model(model, config=CompressConfig(block_size=16, **EXACT))
+    assert op_counts(result.model)["Transpose"] == 0
+    assert len(result.tensors) == 1
+
+
+def test_shared_weight_quantized_once():
+    weight = representable_weight((32, 32), 16, bits=4)
+    nodes = [helper.make_node("MatMul", ["x", "weight"], ["h"]), helper.make_node("MatMul", ["h", "weight"], ["y"])]
+    model = make_model(nodes, [float_input("x", [2, 32])], [float_input("y", [2, 32])], {"weight": weight})
+    result = compress_model(model, config=CompressConfig(block_size=16))
+    assert len(result.tensors) == 1
+    assert op_counts(result.model)["DequantizeLinear"] == 2  # the weight and its uint8 scales
+
+
+def test_computed_weight_is_not_compressed():
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    model = make_model([node], [float_input("a", [2, 4]), float_input("b", [4, 3])], [float_input("y", [2, 3])], {})
+    with pytest.raises(UnsupportedModelError, match="nothing to compress: 1 node.* weight is computed"):
+        compress_model(model)
+
+
+def test_exclude_pattern_keeps_weight_in_float():
+    weight = np.ones((32, 4), np.float32)
+    with pytest.raises(UnsupportedModelError, match="excluded by a pattern"):
+        compress_model(matmul_model(weight), config=CompressConfig(exclude=("mat*",)))
+
+
+def test_inserted_nodes_record_their_pass():
+    result = compress_model(matmul_model(np.ones((32, 4), np.float32)), config=CompressConfig(block_size=16))
+    created = {
+        node.name: {entry.key: entry.value for entry in node.metadata_props}.get(CREATED_BY_KEY)
+        for node in result.model.graph.node
+    }
+    assert created.pop("matmul") is None
+    assert set(created.values()) == {"quantize_weights_blockwise"}
+
+
+def test_older_opset_upgraded_to_21():
+    weight = representable_weight((32, 4), 16, bits=4)
+    result = compress_model(matmul_model(weight, opset=14), config=CompressConfig(block_size=16, **EXACT))
+    opsets = {entry.domain: entry.version for entry in result.model.opset_import}
+    assert opsets[""] == 21
+    x = np.eye(32, dtype=np.float32)
+    np.testing.assert_allclose(run_model(result.model, {"x": x})[0], weight, rtol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [12, 99])
+def test_unsupported_opset_rejected(opset):
+    model = matmul_model(np.ones((32, 4), np.float32))
+    model.opset_import[0].version = opset
+    with pytest.raises(UnsupportedModelError, match=f"opset {opset}"):
+        compress_model(model)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("scale_format", list(ScaleFormat))
+def test_embedding_lookup_matches_dequantized_table(bits, symmetric, scale_format):
+    table = np.random.default_rng(4).standard_normal((50, 64)).astype(np.float32)
+    config = CompressConfig(weight_bits=bits, block_size=32, symmetric=symmetric, scale_format=scale_format)
+    result = compress_model(embedding_model(table), config=config)
+    onnx.checker.check_model(result.model, full_check=True)
+
+    all_rows = run_model(result.model, {"ids": np.arange(50, dtype=np.int64)[None, :]})[0][0]
+    ids = np.array([[3, 3, 49], [0, 7, 12]], np.int64)
+    (y,) = run_model(result.model, {"ids": ids})
+    np.testing.assert_array_equal(y, all_rows[ids])
+    assert 10 * np.log10(np.square(table).sum() / np.square(all_rows - table).sum()) == pytest.approx(
+        result.tensors[0].sqnr_db, abs=1e-3
+    )
+
+
+def test_four_bit_table_stored_as_packed_nibbles():
+    table = np.random.default_rng(5).standard_normal((50, 64)).astype(np.float32)
+    result = compress_model(embedding_model(table), config=CompressConfig(block_size=32))
+    codes = next(t for t in result.model.graph.initializer if t.name.endswith("/codes"))
+    assert codes.data_type == onnx.TensorProto.UINT8
+    assert list(codes.dims) == [50, 32]
+    assert op_counts(result.model)["Gather"] == 2  # the codes and the scale codes, never the full table
+
+
+def test_lookup_dequantizes_only_gathered_rows():
+    table = representable_weight((64, 40), 32, bits=8).T.copy()  # [40 rows, 64]
+    result = compress_model(embedding_model(table), config=CompressConfig(weight_bits=8, block_size=32, **EXACT))
+    for node in result.model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            initializers = {t.name for t in result.model.graph.initializer}
+            assert node.input[0] not in initializers  # codes arrive through a Gather
+    ids = np.array([[5, 39]], np.int64)
+    np.testing.assert_array_equal(run_model(result.model, {"ids": ids})[0], table[ids])
+
+
+def test_int4_codes_decode_to_original_values():
+    table = np.random.default_rng(6).standard_normal((4, 64)).astype(np.float32)
+    result = compress_model(embedding_model(table), config=CompressConfig(block_size=64, **EXACT))
+    scale = numpy_helper.to_array(next(t for t in result.model.graph.initializer if t.name.endswith("/scale")))
+    (y,) = run_model(result.model, {"ids": np.arange(4, dtype=np.int64)[None, :]})
+    codes = y[0] / np.repeat(scale, 64, axis=1)
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+    assert codes.min() >= -8 and codes.max() <= 7
