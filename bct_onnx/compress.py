@@ -6,7 +6,6 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -14,7 +13,7 @@ import onnx_graphsurgeon as gs
 from bct_onnx.config import CompressConfig
 from bct_onnx.errors import UnsupportedModelError
 from bct_onnx.graph import CREATED_BY_KEY
-from bct_onnx.modelio import check_output_path, load_model, save_model, uses_external_data_file
+from bct_onnx.modelio import check_output_path, external_data_files, load_model, model_file_bytes, save_model
 from bct_onnx.opset import upgrade_opset
 from bct_onnx.passes import PassContext, PassResult, default_pipeline, run_pipeline
 from bct_onnx.report import CompressionReport, TensorReport
@@ -67,30 +66,18 @@ def compress(
     """
     output = check_output_path(input_path, output_path)
     model = load_model(input_path)
-    external_data = uses_external_data_file(model)
+    external_data = bool(external_data_files(input_path))
     compressed = compress_model(model, config=config)
     _check(compressed.model)
     save_model(compressed.model, output, external_data=external_data)
     return CompressionReport(
         input_path=str(input_path),
         output_path=str(output),
-        file_bytes_before=model_file_bytes(Path(input_path)),
+        file_bytes_before=model_file_bytes(input_path),
         file_bytes_after=model_file_bytes(output),
         tensors=compressed.tensors,
         passes={result.pass_name: result.rewritten for result in compressed.passes},
     )
-
-
-def model_file_bytes(path: Path) -> int:
-    """Return the size of a model file plus the external data files it refers to."""
-    model = onnx.load_model(str(path), load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return path.stat().st_size + sum((path.parent / location).stat().st_size for location in locations)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

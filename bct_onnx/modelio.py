@@ -44,9 +44,22 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def uses_external_data_file(model: onnx.ModelProto) -> bool:
-    """Return True when any initializer of ``model`` is stored in an external file."""
-    return any(uses_external_data(tensor) for tensor in model.graph.initializer)
+def external_data_files(path: str | os.PathLike) -> set[str]:
+    """Return the external data file names that the model at ``path`` refers to."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    return {
+        entry.value
+        for tensor in model.graph.initializer
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+
+
+def model_file_bytes(path: str | os.PathLike) -> int:
+    """Return the size of a model file plus the external data files it refers to."""
+    path = Path(path)
+    return path.stat().st_size + sum((path.parent / name).stat().st_size for name in external_data_files(path))
 
 
 def _check_external_data_locations(model: onnx.ModelProto, folder: Path) -> None:
@@ -88,7 +101,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     """Write ``model`` to ``path`` atomically, with initializers in ``<name>.data`` if asked.
 
     The model goes to temporary files in the output folder first and is renamed into place only
-    when complete, so a failure never leaves a half-written model behind.
+    when complete, so a failure never leaves a half-written model behind. With external data,
+    onnx moves the tensors of ``model`` itself to the file, so ``model`` is spent afterwards.
     """
     path = Path(path)
     external_data = external_data or model.ByteSize() >= PROTOBUF_LIMIT_BYTES

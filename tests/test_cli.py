@@ -1,0 +1,219 @@
+"""The command line on tiny models: bad input, atomic output, external data, the report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from conftest import embedding_model, float_input, make_model, matmul_model
+from onnx import helper
+
+from bct_onnx.cli import main
+
+
+def write_model(model: onnx.ModelProto, path: Path, *, external_data: bool = False) -> Path:
+    onnx.save_model(model, str(path), save_as_external_data=external_data, location=f"{path.name}.data",
+                    size_threshold=0)
+    return path
+
+
+def tiny_model() -> onnx.ModelProto:
+    return matmul_model(np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32))
+
+
+def run_cli(*args: str | Path):
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
+
+
+def folder_entries(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
+
+
+def test_compress_writes_model_and_json_report(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    before = digest(source)
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", tmp_path / "report.json",
+                     "--block-size", "32")
+    assert result.exit_code == 0, result.output
+    assert "x smaller" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tensors"][0]["shape"] == [64, 8]
+    assert report["tensors"][0]["bits"] == 4
+    assert report["file_bytes_after"] == (tmp_path / "out.onnx").stat().st_size
+    assert report["ratio"] == pytest.approx(report["file_bytes_before"] / report["file_bytes_after"], rel=1e-3)
+    assert digest(source) == before
+    onnx.checker.check_model(str(tmp_path / "out.onnx"), full_check=True)
+    assert folder_entries(tmp_path) == {"model.onnx", "out.onnx", "report.json"}
+
+
+def test_not_an_onnx_file(tmp_path):
+    source = tmp_path / "notes.onnx"
+    source.write_text("this is not a model\n")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "is not a readable ONNX model")
+    assert folder_entries(tmp_path) == {"notes.onnx"}
+
+
+def test_truncated_file(tmp_path):
+    full = write_model(tiny_model(), tmp_path / "full.onnx").read_bytes()
+    source = tmp_path / "truncated.onnx"
+    source.write_bytes(full[: len(full) // 2])
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "is not a readable ONNX model")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_missing_input(tmp_path):
+    result = run_cli("compress", tmp_path / "absent.onnx", "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "model file not found")
+
+
+def test_nothing_to_compress(tmp_path):
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = make_model([node], [float_input("x", [2])], [float_input("y", [2])], {})
+    source = write_model(model, tmp_path / "relu.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "nothing to compress")
+    assert folder_entries(tmp_path) == {"relu.onnx"}
+
+
+def test_output_equal_to_input(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    before = digest(source)
+    result = run_cli("compress", source, "-o", source)
+    assert_one_line_error(result, "output path is the input model")
+    assert digest(source) == before
+
+
+def test_missing_output_folder(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "absent" / "out.onnx")
+    assert_one_line_error(result, "output folder does not exist")
+
+
+def test_unwritable_output_folder(tmp_path):
+    # /proc rejects new files even for root, so this holds wherever the tests run.
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", "/proc/out.onnx")
+    assert_one_line_error(result, "/proc")
+    assert not Path("/proc/out.onnx").exists()
+
+
+def test_unsupported_opset(tmp_path):
+    model = tiny_model()
+    model.opset_import[0].version = 12
+    source = tmp_path / "old.onnx"
+    source.write_bytes(model.SerializeToString())
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "opset 12 is not supported")
+    assert folder_entries(tmp_path) == {"old.onnx"}
+
+
+def test_external_data_in_and_out(tmp_path):
+    # Large enough that the 4-bit codes pass the 1 KiB threshold for external storage.
+    weight = np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)
+    source = write_model(matmul_model(weight), tmp_path / "model.onnx", external_data=True)
+    assert (tmp_path / "model.onnx.data").is_file()
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--block-size", "32")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.onnx.data").is_file()
+    compressed = onnx.load_model(str(tmp_path / "out.onnx"), load_external_data=False)
+    assert any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in compressed.graph.initializer)
+    validation = run_cli("validate", source, tmp_path / "out.onnx", "--min-cosine", "0.9")
+    assert validation.exit_code == 0, validation.output
+
+
+def test_external_data_outside_folder_rejected(tmp_path):
+    inner = tmp_path / "models"
+    inner.mkdir()
+    model = tiny_model()
+    write_model(model, tmp_path / "model.onnx", external_data=True)
+    loaded = onnx.load_model(str(tmp_path / "model.onnx"), load_external_data=False)
+    for tensor in loaded.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../model.onnx.data"
+    source = inner / "escape.onnx"
+    source.write_bytes(loaded.SerializeToString())
+    result = run_cli("compress", source, "-o", inner / "out.onnx")
+    assert_one_line_error(result, "outside the model's folder")
+    assert folder_entries(inner) == {"escape.onnx"}
+
+
+def test_validate_json_and_tolerance(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    run_cli("compress", source, "-o", tmp_path / "out.onnx", "--block-size", "32")
+    result = run_cli("validate", source, tmp_path / "out.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (output,) = report["outputs"]
+    assert output["name"] == "y"
+    assert 0.98 < output["cosine"] < 1.0
+    assert output["max_abs_error"] > 0
+    failing = run_cli("validate", source, tmp_path / "out.onnx", "--min-cosine", "0.99999")
+    assert failing.exit_code == 1
+    assert "FAILED" in failing.stdout
+
+
+def test_validate_with_feeds_file(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    run_cli("compress", source, "-o", tmp_path / "out.onnx", "--block-size", "32")
+    np.savez(tmp_path / "feeds.npz", x=np.eye(64, dtype=np.float32)[:5])
+    result = run_cli("validate", source, tmp_path / "out.onnx", "--inputs", tmp_path / "feeds.npz", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"][0]["shape"] == [5, 8]
+    np.savez(tmp_path / "wrong.npz", z=np.zeros(3))
+    wrong = run_cli("validate", source, tmp_path / "out.onnx", "--inputs", tmp_path / "wrong.npz")
+    assert_one_line_error(wrong, "missing ['x'], unknown ['z']")
+
+
+def test_validate_random_ids_stay_inside_vocabulary(tmp_path):
+    table = np.random.default_rng(1).standard_normal((10, 64)).astype(np.float32)
+    source = write_model(embedding_model(table), tmp_path / "embedding.onnx")
+    run_cli("compress", source, "-o", tmp_path / "out.onnx", "--weight-bits", "8")
+    result = run_cli("validate", source, tmp_path / "out.onnx", "--min-cosine", "0.999")
+    assert result.exit_code == 0, result.output
+
+
+def test_inspect_lists_verdicts(tmp_path):
+    nodes = [
+        helper.make_node("MatMul", ["x", "weight"], ["h"], name="dense"),
+        helper.make_node("MatMul", ["h", "x2"], ["y"], name="scores"),
+    ]
+    model = make_model(
+        nodes,
+        [float_input("x", [2, 32]), float_input("x2", [4, 3])],
+        [float_input("y", [2, 3])],
+        {"weight": np.ones((32, 4), np.float32)},
+    )
+    source = write_model(model, tmp_path / "model.onnx")
+    result = run_cli("inspect", source)
+    assert result.exit_code == 0, result.output
+    assert "compressed by BCT: 1 node(s)" in result.stdout
+    assert "MatMul  dense  (weight)" in result.stdout
+    assert "scores: weight is computed, not constant" in result.stdout
+    assert "MatMul/Gemm weights" in result.stdout
+
+
+def test_bad_option_value(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--weight-bits", "3")
+    assert result.exit_code == 2
+    assert "'3' is not one of '4', '8'" in result.stderr
