@@ -58,7 +58,7 @@ def compress_options(function):
                      help="nearest: scale from the block's range; mse: scale with least squared error."),
         click.option("--scale-format", type=click.Choice([item.value for item in ScaleFormat]),
                      default=defaults.scale_format.value, show_default=True,
-                     help="Storage of block scales; uint8 quantizes them with one float per block column."),
+                     help="Storage of block scales; uint8 stores 8-bit codes times one float shared along the non-blocked axis."),
         click.option("--embeddings/--no-embeddings", default=defaults.embeddings, show_default=True,
                      help="Also compress tables read by Gather (word, position, token type)."),
         click.option("--exclude", multiple=True, metavar="PATTERN",
@@ -150,10 +150,13 @@ def demo_command(workdir: Path | None, **options) -> None:
     with tempfile.TemporaryDirectory(prefix="bct-onnx-demo-") as scratch:
         folder = workdir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
+        click.echo(f"[1/3] exporting MiniLM-L6 to {folder / 'minilm-l6.onnx'}", err=True)
         float_path = export_model(default_model_dir(), folder / "minilm-l6.onnx", config=ExportConfig())
         compressed_path = folder / "minilm-l6.bct.onnx"
+        click.echo(f"[2/3] compressing to {compressed_path}", err=True)
         report = compress(float_path, compressed_path, config=config_from_options(options))
         click.echo(report.format_table())
+        click.echo("[3/3] validating against float32 on random token ids", err=True)
         validation = validate(float_path, compressed_path, min_cosine=DEMO_MIN_COSINE)
         click.echo("\n" + validation.format_table())
         if not validation.passed:

@@ -86,7 +86,7 @@ def representable_weight(shape: tuple[int, int], block_size: int, *, bits: int, 
     return (codes * np.repeat(scales, block_size, axis=0)).astype(np.float32)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def glue_dir() -> Path:
     if not GLUE_DIR.is_dir():
         pytest.fail(f"GLUE data not found at {GLUE_DIR}; set BCT_GLUE_DIR to a GLUE-format folder")

@@ -1,0 +1,62 @@
+"""End to end on the real MiniLM-L6: export, compress, check, run, and compare with float32."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from bct_onnx import CompressConfig, compress  # noqa: E402
+from bct_onnx.export import ExportConfig, default_model_dir, export_model  # noqa: E402
+from bct_onnx.validate import row_cosine  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SENTENCE_PAIRS = 150  # STS-B dev pairs used here; the full dev set is in tools/bench_weights.py
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory) -> Path:
+    return export_model(default_model_dir(), tmp_path_factory.mktemp("export") / "minilm.onnx", config=ExportConfig())
+
+
+@pytest.fixture(scope="module")
+def sentences(glue_dir) -> list[str]:
+    with (glue_dir / "STS-B" / "dev.tsv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:SENTENCE_PAIRS]
+    return [row["sentence1"] for row in rows] + [row["sentence2"] for row in rows]
+
+
+def sentence_embeddings(model_path: Path, sentences: list[str]) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    encoded = tokenizer(sentences, padding=True, return_tensors="np")
+    feeds = {value.name: encoded[value.name].astype(np.int64) for value in session.get_inputs()}
+    hidden = session.run(["last_hidden_state"], feeds)[0]
+    mask = feeds["attention_mask"][..., None].astype(np.float32)
+    return (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+
+
+@pytest.mark.parametrize(("bits", "min_ratio", "min_cosine"), [(4, 7.5, 0.95), (8, 3.9, 0.999)])
+def test_minilm_ratio_and_agreement(float_model, sentences, tmp_path, bits, min_ratio, min_cosine):
+    output = tmp_path / "minilm.bct.onnx"
+    report = compress(float_model, output, config=CompressConfig(weight_bits=bits))
+
+    assert report.ratio >= min_ratio
+    assert Counter(row.kind for row in report.tensors)["embedding"] == 3
+    assert sum(row.kind in ("matmul", "gemm") for row in report.tensors) == 37  # 6 layers × 6 + pooler
+    onnx.checker.check_model(str(output), full_check=True)
+
+    reference = sentence_embeddings(float_model, sentences)
+    compressed = sentence_embeddings(output, sentences)
+    assert float(np.mean(row_cosine(reference, compressed))) >= min_cosine
