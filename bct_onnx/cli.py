@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import click
@@ -17,9 +18,6 @@ from bct_onnx.inspection import inspect_model
 from bct_onnx.validate import load_feeds, validate
 
 logger = logging.getLogger("bct_onnx")
-
-# Mean cosine between float and compressed outputs that `bct-onnx demo` requires.
-DEMO_MIN_COSINE = 0.9
 
 
 class _Group(click.Group):
@@ -37,10 +35,30 @@ class _Group(click.Group):
 @click.version_option(package_name="bct-onnx")
 @click.option("-v", "--verbose", count=True, help="More log output (-v: one line per pass, -vv: every node).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
-def main(verbose: int, quiet: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Compress transformer ONNX models with blockwise low-bit quantization (BCT)."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"verbose": verbose}
+
+
+def _quiet_export_libraries(ctx: click.Context) -> None:
+    """Hide torch's and transformers' export chatter unless -v is given.
+
+    torch 2.13 warns about torchvision ops it skips, tree-spec deprecations and merged axis
+    names on every export, and transformers draws a progress bar for loading the weights.
+    None of it calls for action on the models bct-onnx exports.
+    """
+    if ctx.obj["verbose"]:
+        return
+    import torch  # noqa: F401  (torch configures its loggers on import, so adjust them after)
+    from transformers.utils import logging as transformers_logging
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    transformers_logging.disable_progress_bar()
 
 
 def compress_options(function):
@@ -125,7 +143,8 @@ def inspect_command(model: Path) -> None:
 @click.option("--opset", type=int, help="ONNX opset to export at (default: the exporter's).")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
               help="torch.onnx exporter to use.")
-def export_command(model: str, output: Path, task: str, opset: int | None, exporter: str) -> None:
+@click.pass_context
+def export_command(ctx: click.Context, model: str, output: Path, task: str, opset: int | None, exporter: str) -> None:
     """Export MODEL (a Hugging Face model folder, or a hub id where a hub is reachable) to ONNX.
 
     Use "default" for the built-in MiniLM-L6 model. Needs the export extra:
@@ -133,6 +152,7 @@ def export_command(model: str, output: Path, task: str, opset: int | None, expor
     """
     from bct_onnx.export import Exporter, ExportConfig, Task, default_model_dir, export_model
 
+    _quiet_export_libraries(ctx)
     source = default_model_dir() if model == "default" else model
     config = _export_config(ExportConfig, Task(task), Exporter(exporter), opset)
     path = export_model(source, output, config=config)
@@ -143,24 +163,24 @@ def export_command(model: str, output: Path, task: str, opset: int | None, expor
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the exported and compressed models (default: a temporary folder).")
 @compress_options
-def demo_command(workdir: Path | None, **options) -> None:
+@click.pass_context
+def demo_command(ctx: click.Context, workdir: Path | None, **options) -> None:
     """Export the built-in MiniLM-L6 model, compress it, and validate it against float32."""
-    from bct_onnx.export import ExportConfig, default_model_dir, export_model
+    from bct_onnx.demo import run_demo
 
+    _quiet_export_libraries(ctx)
     with tempfile.TemporaryDirectory(prefix="bct-onnx-demo-") as scratch:
         folder = workdir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        click.echo(f"[1/3] exporting MiniLM-L6 to {folder / 'minilm-l6.onnx'}", err=True)
-        float_path = export_model(default_model_dir(), folder / "minilm-l6.onnx", config=ExportConfig())
-        compressed_path = folder / "minilm-l6.bct.onnx"
-        click.echo(f"[2/3] compressing to {compressed_path}", err=True)
-        report = compress(float_path, compressed_path, config=config_from_options(options))
-        click.echo(report.format_table())
-        click.echo("[3/3] validating against float32 on random token ids", err=True)
-        validation = validate(float_path, compressed_path, min_cosine=DEMO_MIN_COSINE)
+        compression, validation = run_demo(folder, config_from_options(options), progress=_echo_step)
+        click.echo(compression.format_table())
         click.echo("\n" + validation.format_table())
         if not validation.passed:
-            raise ValidationFailedError(f"the compressed model's cosine is below {DEMO_MIN_COSINE}")
+            raise ValidationFailedError(f"the compressed model's cosine is below {validation.min_cosine}")
+
+
+def _echo_step(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _export_config(config_type, task, exporter, opset):

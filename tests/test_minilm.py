@@ -60,3 +60,39 @@ def test_minilm_ratio_and_agreement(float_model, sentences, tmp_path, bits, min_
     reference = sentence_embeddings(float_model, sentences)
     compressed = sentence_embeddings(output, sentences)
     assert float(np.mean(row_cosine(reference, compressed))) >= min_cosine
+
+
+def test_readme_commands(tmp_path):
+    """The README's usage commands, in order, on the built-in model."""
+    from click.testing import CliRunner
+
+    from bct_onnx.cli import main
+
+    runner = CliRunner()
+    steps = [
+        ["export", "default", "-o", "minilm.onnx"],
+        ["inspect", "minilm.onnx"],
+        ["compress", "minilm.onnx", "-o", "minilm.bct.onnx", "--report", "report.json"],
+        ["validate", "minilm.onnx", "minilm.bct.onnx", "--min-cosine", "0.9"],
+    ]
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        outputs = []
+        for step in steps:
+            result = runner.invoke(main, step)
+            assert result.exit_code == 0, f"{step}: {result.output}"
+            outputs.append(result.stdout)
+        assert "compressed by BCT: 40 node(s)" in outputs[1]
+        assert "x smaller" in outputs[2]
+        assert "minimum cosine 0.9: passed" in outputs[3]
+
+
+def test_demo_command(tmp_path):
+    from click.testing import CliRunner
+
+    from bct_onnx.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "[3/3] comparing both models on 8 sentences" in result.stderr
+    assert "minimum cosine 0.9: passed" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["minilm-l6.bct.onnx", "minilm-l6.onnx"]
