@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
@@ -9,10 +10,10 @@ import warnings
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
-from bct_onnx.blockwise import Rounding, ScaleFormat
+from bct_onnx.cli_options import CALIBRATION_OPTIONS, COMPRESS_OPTIONS, add_options, config_from_options
 from bct_onnx.compress import compress
-from bct_onnx.config import CompressConfig
 from bct_onnx.errors import BctError, ValidationFailedError
 from bct_onnx.inspection import inspect_model
 from bct_onnx.validate import load_feeds, validate
@@ -61,56 +62,54 @@ def _quiet_export_libraries(ctx: click.Context) -> None:
     transformers_logging.disable_progress_bar()
 
 
-def compress_options(function):
-    """Attach the options shared by ``compress`` and ``demo``; they build one CompressConfig."""
-    defaults = CompressConfig()
-    options = [
-        click.option("--weight-bits", type=click.Choice(["4", "8"]), default=str(defaults.weight_bits),
-                     show_default=True, help="Bits per weight and embedding value."),
-        click.option("--block-size", type=click.IntRange(min=2), default=defaults.block_size, show_default=True,
-                     help="Values per block along the reduction axis (the hidden axis for embeddings)."),
-        click.option("--symmetric/--asymmetric", default=defaults.symmetric, show_default=True,
-                     help="Symmetric codes, or codes with a zero point per block."),
-        click.option("--rounding", type=click.Choice([item.value for item in Rounding]),
-                     default=defaults.rounding.value, show_default=True,
-                     help="nearest: scale from the block's range; mse: scale with least squared error."),
-        click.option("--scale-format", type=click.Choice([item.value for item in ScaleFormat]),
-                     default=defaults.scale_format.value, show_default=True,
-                     help="Storage of block scales; uint8 stores 8-bit codes times one float shared along the non-blocked axis."),
-        click.option("--embeddings/--no-embeddings", default=defaults.embeddings, show_default=True,
-                     help="Also compress tables read by Gather (word, position, token type)."),
-        click.option("--exclude", multiple=True, metavar="PATTERN",
-                     help="Leave nodes or weights whose name matches this fnmatch pattern in float; repeatable."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def config_from_options(options: dict) -> CompressConfig:
-    """Build the CompressConfig from the values of ``compress_options``."""
-    return CompressConfig(
-        weight_bits=int(options["weight_bits"]),
-        block_size=options["block_size"],
-        symmetric=options["symmetric"],
-        rounding=Rounding(options["rounding"]),
-        scale_format=ScaleFormat(options["scale_format"]),
-        embeddings=options["embeddings"],
-        exclude=tuple(options["exclude"]),
-    )
-
-
 @main.command("compress")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Compressed model file to write.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
-@compress_options
+@add_options(COMPRESS_OPTIONS)
+@add_options(CALIBRATION_OPTIONS)
 def compress_command(model: Path, output: Path, report_path: Path | None, **options) -> None:
     """Compress MODEL into a smaller ONNX file that stock ONNX Runtime runs."""
-    report = compress(model, output, config=config_from_options(options))
+    config = config_from_options(options)
+    batches = _calibration_batches(model, options) if config.needs_calibration else None
+    with _progress_bar("calibrating") as progress:
+        report = compress(model, output, config=config, calibration=batches, progress=progress)
     click.echo(report.format_table())
     if report_path is not None:
         report_path.write_text(report.to_json() + "\n")
+
+
+def _calibration_batches(model: Path, options: dict) -> list:
+    if not options["calibration"]:
+        raise click.UsageError("this recipe quantizes activations and needs --calibration SOURCE")
+    from bct_onnx.calibration_data import load_calibration_batches
+
+    return load_calibration_batches(
+        options["calibration"],
+        model,
+        samples=options["calibration_samples"],
+        sequence_length=options["sequence_length"],
+        tokenizer=options["tokenizer"],
+        glue_dir=options["glue_dir"],
+    )
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str):
+    """Yield a (done, total) callback that draws a tqdm bar on stderr once work starts."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="batch", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @main.command("validate")
@@ -162,7 +161,7 @@ def export_command(ctx: click.Context, model: str, output: Path, task: str, opse
 @main.command("demo")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the exported and compressed models (default: a temporary folder).")
-@compress_options
+@add_options(COMPRESS_OPTIONS)
 @click.pass_context
 def demo_command(ctx: click.Context, workdir: Path | None, **options) -> None:
     """Export the built-in MiniLM-L6 model, compress it, and validate it against float32."""

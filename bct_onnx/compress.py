@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -30,22 +32,33 @@ class CompressedModel:
     passes: list[PassResult]
 
 
-def compress_model(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig()) -> CompressedModel:
+def compress_model(
+    model: onnx.ModelProto,
+    *,
+    config: CompressConfig = CompressConfig(),
+    calibration: Sequence[dict[str, np.ndarray]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CompressedModel:
     """Compress a model held in memory and return the new model; ``model`` is not changed.
+
+    ``calibration`` holds batches of input feeds; recipes that quantize activations need it.
+    ``progress`` is called with (batches done, batches in all) during calibration.
 
     Raises:
         UnsupportedModelError: the opset cannot be upgraded, or nothing in the model can be
             compressed.
+        BctError: activations are to be quantized and ``calibration`` is empty.
     """
     model = upgrade_opset(_copy(model))
     graph = gs.import_onnx(_infer_shapes(model))
-    context = PassContext(graph=graph, config=config)
-    results = run_pipeline(default_pipeline(), context)
+    context = PassContext(graph=graph, config=config, calibration_batches=list(calibration or []))
+    results = run_pipeline(default_pipeline(progress), context)
     if not context.tensor_reports:
         raise UnsupportedModelError(f"nothing to compress: {_describe_skips(results)}")
 
     compressed = gs.export_onnx(graph)
     _restore_model_fields(compressed, model)
+    _add_functions(compressed, context.functions.values())
     for node in compressed.graph.node:
         if node.name in context.created_by:
             entry = node.metadata_props.add()
@@ -53,11 +66,21 @@ def compress_model(model: onnx.ModelProto, *, config: CompressConfig = CompressC
     return CompressedModel(compressed, context.tensor_reports, results)
 
 
+def _add_functions(model: onnx.ModelProto, functions: Iterable[onnx.FunctionProto]) -> None:
+    """Store the integer operators' function bodies and import their domain."""
+    for function in functions:
+        model.functions.append(function)
+        if all(entry.domain != function.domain for entry in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid(function.domain, 1))
+
+
 def compress(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
     *,
     config: CompressConfig = CompressConfig(),
+    calibration: Sequence[dict[str, np.ndarray]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CompressionReport:
     """Compress the ONNX file ``input_path`` into ``output_path`` and return the report.
 
@@ -67,7 +90,7 @@ def compress(
     output = check_output_path(input_path, output_path)
     model = load_model(input_path)
     external_data = bool(external_data_files(input_path))
-    compressed = compress_model(model, config=config)
+    compressed = compress_model(model, config=config, calibration=calibration, progress=progress)
     _check(compressed.model)
     save_model(compressed.model, output, external_data=external_data)
     return CompressionReport(

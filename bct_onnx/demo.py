@@ -40,12 +40,15 @@ def run_demo(
     compressed_path = folder / "minilm-l6.bct.onnx"
     progress(f"[1/3] exporting MiniLM-L6 to {float_path}")
     export_model(default_model_dir(), float_path, config=ExportConfig())
-    progress(f"[2/3] compressing it to {compressed_path}")
-    compression = compress(float_path, compressed_path, config=config)
-
-    progress(f"[3/3] comparing both models on {len(DEMO_SENTENCES)} sentences")
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     encoded = tokenizer(list(DEMO_SENTENCES), padding=True, return_tensors="np")
     feeds = {name: np.asarray(values, np.int64) for name, values in encoded.items()}
+
+    progress(f"[2/3] compressing it to {compressed_path}")
+    # A recipe that quantizes activations calibrates on the demo sentences themselves.
+    calibration = [feeds] if config.needs_calibration else None
+    compression = compress(float_path, compressed_path, config=config, calibration=calibration)
+
+    progress(f"[3/3] comparing both models on {len(DEMO_SENTENCES)} sentences")
     validation = validate(float_path, compressed_path, feeds=feeds, min_cosine=DEMO_MIN_COSINE)
     return compression, validation

@@ -74,12 +74,15 @@ class NodeFactory:
         *,
         attrs: dict | None = None,
         output: gs.Variable | None = None,
+        domain: str | None = None,
     ) -> gs.Variable:
         """Append an ``op`` node to the graph and return its (single) output value."""
         name = self.name(anchor, op)
         if output is None:
             output = gs.Variable(self.name(anchor, f"{op}_output"))
-        node = gs.Node(op, name=name, attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output])
+        node = gs.Node(
+            op, name=name, attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output], domain=domain
+        )
         self._graph.nodes.append(node)
         self.created_nodes.append(name)
         return output

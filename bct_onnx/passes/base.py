@@ -6,8 +6,11 @@ import abc
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
+from bct_onnx.calibration import ActivationScales
 from bct_onnx.config import CompressConfig
 from bct_onnx.report import TensorReport
 
@@ -22,6 +25,9 @@ class PassContext:
     config: CompressConfig
     tensor_reports: list[TensorReport] = field(default_factory=list)
     created_by: dict[str, str] = field(default_factory=dict)  # inserted node name -> pass name
+    calibration_batches: list[dict[str, np.ndarray]] | None = None  # input feeds, batch by batch
+    activation_scales: dict[str, ActivationScales] = field(default_factory=dict)  # value name -> scales
+    functions: dict[str, onnx.FunctionProto] = field(default_factory=dict)  # op type -> function body
 
 
 @dataclass(frozen=True)

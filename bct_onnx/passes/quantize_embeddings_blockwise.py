@@ -61,11 +61,16 @@ def explain_embedding_skip(node: gs.Node, config: CompressConfig) -> str | None:
         return f"table has {table.ndim} dimensions, not 2"
     if table.dtype not in FLOAT_TYPES:
         return f"table type is {table.dtype}, not float32 or float16 (already quantized?)"
-    if config.weight_bits == 4 and table.shape[1] % 2:
+    if embedding_bits(config) == 4 and table.shape[1] % 2:
         return "4-bit tables need an even row length"
     if is_excluded(config.exclude, node.name, node.inputs[0].name):
         return "excluded by a pattern"
     return None
+
+
+def embedding_bits(config: CompressConfig) -> int:
+    """Return the bits per table value: ``embedding_bits``, or ``weight_bits`` when unset."""
+    return config.embedding_bits if config.embedding_bits is not None else config.weight_bits
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
     ) -> _TableConstants:
         config = context.config
         values = np.asarray(table.values)
-        quantized = quantize_along_axis(values, 1, config)
+        quantized = quantize_along_axis(values, 1, config, bits=embedding_bits(config))
         context.tensor_reports.append(make_report(table.name, "embedding", values, quantized, config))
 
         anchor = table.name

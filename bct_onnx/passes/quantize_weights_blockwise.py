@@ -101,7 +101,7 @@ class QuantizeWeightsBlockwise(GraphPass):
         self, weight: gs.Constant, node: gs.Node, axis: int, context: PassContext, factory: NodeFactory
     ) -> gs.Tensor:
         values = np.asarray(weight.values)
-        quantized = quantize_along_axis(values, axis, context.config)
+        quantized = quantize_along_axis(values, axis, context.config, bits=context.config.weight_bits)
         kind = node.op.lower()
         context.tensor_reports.append(make_report(weight.name, kind, values, quantized, context.config))
 

@@ -49,7 +49,7 @@ class QuantizedWeight:
         return _to_storage(self.zero_point, self.bits, symmetric=False)
 
 
-def quantize_along_axis(weight: np.ndarray, axis: int, config: CompressConfig) -> QuantizedWeight:
+def quantize_along_axis(weight: np.ndarray, axis: int, config: CompressConfig, *, bits: int) -> QuantizedWeight:
     """Quantize a 2-D float constant in blocks along ``axis`` (0 or 1).
 
     A length that is not a multiple of the block size is zero-padded for the search and the
@@ -63,7 +63,7 @@ def quantize_along_axis(weight: np.ndarray, axis: int, config: CompressConfig) -
 
     blocks = quantize_blocks(
         padded,
-        bits=config.weight_bits,
+        bits=bits,
         block_size=config.block_size,
         symmetric=config.symmetric,
         rounding=config.rounding,

@@ -1,0 +1,159 @@
+"""Quantizes the activations that MatMul, Gemm and residual additions read.
+
+Inserted on each such float value ``v`` that is not already dequantized from integers::
+
+    producer ──► v ──► QuantizeLinear(axis=-1) ──► DequantizeLinear(axis=-1) ──► consumers
+
+Scales are per channel along the last axis, constant over each block of channels, with block
+scales powers of two apart (see ``bct_onnx.calibration``). A MatMul operand that reaches the
+MatMul through layout-only ops (Reshape, Transpose, ...) is quantized where its last axis is
+the widest static one, so the attention products Q·Kᵀ and P·V get one scale per head block of
+the hidden axis rather than per dynamic sequence position. Values whose last axis is not
+static get one scale for the whole tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from bct_onnx.calibration import ActivationScales, CalibrationTarget, TargetKind
+from bct_onnx.graph import NodeFactory, constant_array, producer
+from bct_onnx.passes.base import GraphPass, PassContext, PassResult
+from bct_onnx.passes.match_layer_norm import match_layer_norm
+
+logger = logging.getLogger(__name__)
+
+LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def activation_targets(graph: gs.Graph) -> list[CalibrationTarget]:
+    """Return the float values this pass quantizes, with their scale layout."""
+    targets: dict[str, CalibrationTarget] = {}
+    for value in _quantized_values(graph):
+        targets[value.name] = CalibrationTarget(value.name, _kind(value))
+    return list(targets.values())
+
+
+def _quantized_values(graph: gs.Graph) -> list[gs.Tensor]:
+    values = []
+    for node in graph.nodes:
+        if node.op in ("MatMul", "Gemm"):
+            operands = node.inputs[:2]
+        elif node.op == "Add" and _feeds_layer_norm(node):
+            operands = node.inputs
+        else:
+            continue
+        for operand in operands:
+            if constant_array(operand) is None and not _is_dequantized(operand):
+                values.append(_widest_layout_source(operand))
+    return values
+
+
+def _feeds_layer_norm(add: gs.Node) -> bool:
+    """Return True for a residual addition: an Add whose sum is normalized next."""
+    return any(match_layer_norm(reader) or reader.op == "ReduceMean" for reader in add.outputs[0].outputs)
+
+
+def _is_dequantized(value: gs.Tensor) -> bool:
+    node = producer(value)
+    while node is not None and node.op in LAYOUT_OPS:
+        node = producer(node.inputs[0])
+    return node is not None and node.op == "DequantizeLinear"
+
+
+def _widest_layout_source(value: gs.Tensor) -> gs.Tensor:
+    """Walk back through single-reader layout ops; return the value with the widest static last axis."""
+    best, best_width = value, _static_last_dim(value)
+    node = producer(value)
+    while node is not None and node.op in LAYOUT_OPS and len(node.inputs[0].outputs) == 1:
+        value = node.inputs[0]
+        width = _static_last_dim(value)
+        if width > best_width:
+            best, best_width = value, width
+        node = producer(value)
+    return best
+
+
+def _static_last_dim(value: gs.Tensor) -> int:
+    shape = getattr(value, "shape", None)
+    if shape and isinstance(shape[-1], int):
+        return shape[-1]
+    return 0
+
+
+def _kind(value: gs.Tensor) -> TargetKind:
+    return TargetKind.CHANNELS if _static_last_dim(value) > 1 else TargetKind.TENSOR
+
+
+class QuantizeActivations(GraphPass):
+    """Inserts QuantizeLinear/DequantizeLinear with calibrated block scales on activations."""
+
+    name = "quantize_activations"
+
+    def run(self, context: PassContext) -> PassResult:
+        if context.config.activation_bits is None:
+            return PassResult(self.name, 0, {})
+        factory = NodeFactory(context.graph, self.name)
+        skipped: Counter[str] = Counter()
+        done: set[str] = set()
+        for value in _quantized_values(context.graph):
+            if value.name in done:
+                continue
+            scales = context.activation_scales.get(value.name)
+            if scales is None:
+                skipped["not calibrated"] += 1
+                continue
+            insert_fake_quantization(factory, value, scales, context.config.activation_bits)
+            done.add(value.name)
+        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        return PassResult(self.name, len(done), dict(skipped))
+
+
+def insert_fake_quantization(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, bits: int) -> None:
+    """Route every reader of ``value`` through QuantizeLinear → DequantizeLinear."""
+    readers = list(value.outputs)
+    quantized = quantize(factory, value, scales, bits)
+    dequantized = dequantize(factory, value.name, quantized, scales)
+    for reader in readers:
+        reader.inputs[:] = [dequantized if item is value else item for item in reader.inputs]
+
+
+def quantize(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, bits: int) -> gs.Tensor:
+    """Return the int8 codes of ``value`` (clipped to ``bits`` bits) as a new value."""
+    scale, zero_point, attrs = _scale_inputs(factory, value.name, scales, np.int8)
+    codes = factory.node("QuantizeLinear", value.name, [value, scale, zero_point], attrs=attrs)
+    if bits < 8:
+        low = factory.constant(value.name, "code_min", np.array(-(1 << (bits - 1)), np.int8))
+        high = factory.constant(value.name, "code_max", np.array((1 << (bits - 1)) - 1, np.int8))
+        codes = factory.node("Clip", value.name, [codes, low, high])
+    return codes
+
+
+def dequantize(
+    factory: NodeFactory,
+    anchor: str,
+    codes: gs.Tensor,
+    scales: ActivationScales,
+    *,
+    dtype: type = np.int8,
+    output: gs.Variable | None = None,
+) -> gs.Tensor:
+    """Return ``codes`` times their per-channel (or per-tensor) scale."""
+    scale, zero_point, attrs = _scale_inputs(factory, anchor, scales, dtype)
+    return factory.node("DequantizeLinear", anchor, [codes, scale, zero_point], attrs=attrs, output=output)
+
+
+def _scale_inputs(
+    factory: NodeFactory, anchor: str, scales: ActivationScales, dtype: type
+) -> tuple[gs.Constant, gs.Constant, dict]:
+    if scales.shift.size == 1:
+        scale = factory.constant(anchor, "scale", np.array(scales.scale[0], np.float32))
+        zero_point = factory.constant(anchor, "zero_point", np.array(0, dtype))
+        return scale, zero_point, {}
+    scale = factory.constant(anchor, "scale", scales.scale)
+    zero_point = factory.constant(anchor, "zero_point", np.zeros(scales.shift.size, dtype))
+    return scale, zero_point, {"axis": -1}
