@@ -16,7 +16,7 @@ from bct_onnx.cli_options import CALIBRATION_OPTIONS, COMPRESS_OPTIONS, add_opti
 from bct_onnx.compress import compress
 from bct_onnx.errors import BctError, ValidationFailedError
 from bct_onnx.inspection import inspect_model
-from bct_onnx.validate import load_feeds, validate
+from bct_onnx.validate import load_feeds, random_feeds, validate
 
 logger = logging.getLogger("bct_onnx")
 
@@ -117,12 +117,20 @@ def _progress_bar(label: str):
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path), help=".npz of input feeds; default: random token ids.")
 @click.option("--min-cosine", type=float, help="Exit with status 1 when any output's mean cosine is below this.")
+@click.option("--layers/--no-layers", default=False,
+              help="Also compare every intermediate value the two graphs share (SQNR and cosine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def validate_command(reference: Path, candidate: Path, inputs: Path | None, min_cosine: float | None, as_json: bool) -> None:
+def validate_command(
+    reference: Path, candidate: Path, inputs: Path | None, min_cosine: float | None, layers: bool, as_json: bool
+) -> None:
     """Compare CANDIDATE with the float model REFERENCE on the same inputs."""
-    feeds = load_feeds(inputs) if inputs is not None else None
+    feeds = load_feeds(inputs) if inputs is not None else random_feeds(reference)
     report = validate(reference, candidate, feeds=feeds, min_cosine=min_cosine)
     click.echo(report.to_json() if as_json else report.format_table())
+    if layers:
+        from bct_onnx.layer_report import compare_layers, format_layers
+
+        click.echo("\n" + format_layers(compare_layers(reference, candidate, feeds)))
     if not report.passed:
         raise ValidationFailedError(f"an output's cosine is below {min_cosine}")
 
