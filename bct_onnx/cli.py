@@ -102,7 +102,7 @@ def _progress_bar(label: str):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=label, unit="batch", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=label, unit="batch", file=sys.stderr, leave=False, disable=None)
         bar.update(done - bar.n)
 
     try:

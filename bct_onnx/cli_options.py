@@ -32,7 +32,7 @@ COMPRESS_OPTIONS = [
     click.option("--activation-bits", type=BITS, help="Bits per activation value [bct, w8a8: 8]."),
     click.option("--block-size", type=click.IntRange(min=2),
                  help="Weight values per block along the reduction axis (the hidden axis for embeddings) [64]."),
-    click.option("--activation-block-size", type=click.IntRange(min=1), help="Activation channels per block [64]."),
+    click.option("--activation-block-size", type=click.IntRange(min=1), help="Activation channels per block; 1 gives every channel its own scale [1]."),
     click.option("--symmetric/--asymmetric", default=None, help="Weight codes without or with a zero point [symmetric]."),
     click.option("--rounding", type=_choice(Rounding),
                  help="nearest: scale from the block's range; mse: scale with least squared error [mse]."),

@@ -50,7 +50,7 @@ class CompressConfig:
     embeddings: bool = True  # also compress the tables read by Gather
     exclude: tuple[str, ...] = ()  # fnmatch patterns over node and weight names
     activation_bits: int | None = None
-    activation_block_size: int = 64  # channels per activation block
+    activation_block_size: int = 1  # channels per activation block; 1 is a scale per channel
     integer_operators: frozenset[IntegerOperator] = frozenset()
     calibration_method: CalibrationMethod = CalibrationMethod.MSE
 

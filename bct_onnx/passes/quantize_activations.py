@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from bct_onnx.calibration import ActivationScales, CalibrationTarget, TargetKind
@@ -116,16 +117,29 @@ class QuantizeActivations(GraphPass):
 def insert_fake_quantization(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, bits: int) -> None:
     """Route every reader of ``value`` through QuantizeLinear → DequantizeLinear."""
     readers = list(value.outputs)
-    quantized = quantize(factory, value, scales, bits)
-    dequantized = dequantize(factory, value.name, quantized, scales)
+    scale = scale_constant(factory, value.name, scales)
+    quantized = quantize(factory, value, scale, bits)
+    dequantized = dequantize(factory, value.name, quantized, scale)
     for reader in readers:
-        reader.inputs[:] = [dequantized if item is value else item for item in reader.inputs]
+        for index, item in enumerate(reader.inputs):
+            if item is value:
+                reader.inputs[index] = dequantized
 
 
-def quantize(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, bits: int) -> gs.Tensor:
-    """Return the int8 codes of ``value`` (clipped to ``bits`` bits) as a new value."""
-    scale, zero_point, attrs = _scale_inputs(factory, value.name, scales, np.int8)
-    codes = factory.node("QuantizeLinear", value.name, [value, scale, zero_point], attrs=attrs)
+def scale_constant(factory: NodeFactory, anchor: str, scales: ActivationScales) -> gs.Constant:
+    """Return the float32 scale initializer: one value per channel, or a scalar per tensor."""
+    if scales.shift.size == 1:
+        return factory.constant(anchor, "scale", np.array(scales.scale[0], np.float32))
+    return factory.constant(anchor, "scale", scales.scale)
+
+
+def quantize(factory: NodeFactory, value: gs.Tensor, scale: gs.Constant, bits: int) -> gs.Tensor:
+    """Return the int8 codes of ``value`` (clipped to ``bits`` bits) as a new value.
+
+    The zero point is left out: with ``output_dtype`` INT8 it defaults to 0.
+    """
+    attrs = {"output_dtype": onnx.TensorProto.INT8, **_axis(scale)}
+    codes = factory.node("QuantizeLinear", value.name, [value, scale], attrs=attrs)
     if bits < 8:
         low = factory.constant(value.name, "code_min", np.array(-(1 << (bits - 1)), np.int8))
         high = factory.constant(value.name, "code_max", np.array((1 << (bits - 1)) - 1, np.int8))
@@ -134,26 +148,11 @@ def quantize(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, b
 
 
 def dequantize(
-    factory: NodeFactory,
-    anchor: str,
-    codes: gs.Tensor,
-    scales: ActivationScales,
-    *,
-    dtype: type = np.int8,
-    output: gs.Variable | None = None,
+    factory: NodeFactory, anchor: str, codes: gs.Tensor, scale: gs.Constant, *, output: gs.Variable | None = None
 ) -> gs.Tensor:
-    """Return ``codes`` times their per-channel (or per-tensor) scale."""
-    scale, zero_point, attrs = _scale_inputs(factory, anchor, scales, dtype)
-    return factory.node("DequantizeLinear", anchor, [codes, scale, zero_point], attrs=attrs, output=output)
+    """Return ``codes`` times their per-channel (or per-tensor) scale; the zero point is 0."""
+    return factory.node("DequantizeLinear", anchor, [codes, scale], attrs=_axis(scale), output=output)
 
 
-def _scale_inputs(
-    factory: NodeFactory, anchor: str, scales: ActivationScales, dtype: type
-) -> tuple[gs.Constant, gs.Constant, dict]:
-    if scales.shift.size == 1:
-        scale = factory.constant(anchor, "scale", np.array(scales.scale[0], np.float32))
-        zero_point = factory.constant(anchor, "zero_point", np.array(0, dtype))
-        return scale, zero_point, {}
-    scale = factory.constant(anchor, "scale", scales.scale)
-    zero_point = factory.constant(anchor, "zero_point", np.zeros(scales.shift.size, dtype))
-    return scale, zero_point, {"axis": -1}
+def _axis(scale: gs.Constant) -> dict:
+    return {"axis": -1} if scale.shape and len(scale.shape) == 1 else {}

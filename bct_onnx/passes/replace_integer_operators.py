@@ -33,9 +33,14 @@ from bct_onnx.passes.match_gelu import GeluMatch, match_gelu
 from bct_onnx.passes.match_layer_norm import LayerNormMatch, match_layer_norm
 from bct_onnx.passes.match_softmax import SoftmaxMatch, match_softmax
 from bct_onnx.passes.matching import NoMatch
-from bct_onnx.passes.quantize_activations import dequantize, quantize
+from bct_onnx.passes.quantize_activations import dequantize, quantize, scale_constant
 
 logger = logging.getLogger(__name__)
+
+# Fixed-point precision of IntegerLayerNormalization: the normalized value carries 16 fraction
+# bits and gamma / output scale 16 more, the reference kernel's defaults.
+FRACTION_BITS = 16
+MULTIPLIER_BITS = 16
 
 # Softmax outputs are probabilities stored as code / 255.
 SOFTMAX_OUTPUT_SCALE = ActivationScales(base_scale=1.0 / 255.0, shift=np.zeros(1, np.int64))
@@ -135,11 +140,11 @@ def _rewrite_gelu(match: GeluMatch, context: PassContext, factory: NodeFactory) 
         x = factory.node("Add", anchor, [x, match.bias])
         input_scales = _widen(input_scales, np.abs(np.asarray(match.bias.values, np.float32)))
     output_scales = context.activation_scales[match.output.name]
-    codes = quantize(factory, x, input_scales, context.config.activation_bits)
+    codes = quantize(factory, x, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
     table, group = integer_ops.gelu_table(input_scales.scale, output_scales.scale)
     inputs = [codes, factory.constant(anchor, "gelu_table", table), factory.constant(anchor, "gelu_group", group)]
     result = factory.node("IntegerGelu", anchor, inputs, domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, output_scales, output=match.output)
+    dequantize(factory, anchor, result, scale_constant(factory, anchor, output_scales), output=match.output)
 
 
 def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: NodeFactory) -> None:
@@ -148,19 +153,21 @@ def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: No
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
     output_scales = context.activation_scales[match.output.name]
-    codes = quantize(factory, match.input, input_scales, context.config.activation_bits)
-    align, multiplier, bias, epsilon_term = integer_ops.layer_norm_parameters(
+    codes = quantize(factory, match.input, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
+    parameters = integer_ops.layer_norm_parameters(
         input_scales.shift, input_scales.base_scale, match.gamma, match.beta, output_scales.scale, match.epsilon
     )
     inputs = [
         codes,
-        factory.constant(anchor, "align", align),
-        factory.constant(anchor, "multiplier", multiplier),
-        factory.constant(anchor, "bias", bias),
-        factory.constant(anchor, "epsilon_term", np.asarray(epsilon_term, np.int64)),
+        factory.constant(anchor, "align", parameters.align),
+        factory.constant(anchor, "multiplier", parameters.multiplier),
+        factory.constant(anchor, "bias", parameters.bias),
+        factory.constant(anchor, "epsilon_term", np.asarray(parameters.epsilon_term, np.int64)),
     ]
-    result = factory.node("IntegerLayerNormalization", anchor, inputs, domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, output_scales, output=match.output)
+    # The onnxruntime-extensions kernel needs every attribute written out, defaults included.
+    attrs = {"fraction_bits": FRACTION_BITS, "multiplier_bits": MULTIPLIER_BITS}
+    result = factory.node("IntegerLayerNormalization", anchor, inputs, attrs=attrs, domain=integer_ops.DOMAIN)
+    dequantize(factory, anchor, result, scale_constant(factory, anchor, output_scales), output=match.output)
 
 
 def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFactory) -> None:
@@ -168,10 +175,10 @@ def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFac
 
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
-    codes = quantize(factory, match.input, input_scales, context.config.activation_bits)
+    codes = quantize(factory, match.input, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
     table = factory.constant(anchor, "exp_table", integer_ops.softmax_table(float(input_scales.scale[0])))
     result = factory.node("IntegerSoftmax", anchor, [codes, table], domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, SOFTMAX_OUTPUT_SCALE, dtype=np.uint8, output=match.output)
+    dequantize(factory, anchor, result, scale_constant(factory, anchor, SOFTMAX_OUTPUT_SCALE), output=match.output)
 
 
 def _widen(scales: ActivationScales, extra: np.ndarray) -> ActivationScales:
