@@ -110,6 +110,8 @@ def integer_gelu(x: np.ndarray, table: np.ndarray, group: np.ndarray) -> np.ndar
     _require_dtype(x, np.int8, "x")
     _require_dtype(table, np.int8, "table")
     _require_dtype(group, np.int64, "group")
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis (the channels)")
     if table.ndim != 1 or table.size == 0 or table.size % CODES_PER_TABLE:
         raise ValueError(f"table must be 1-D with a multiple of 256 entries, got shape {table.shape}")
     if group.shape != (x.shape[-1],):
@@ -153,10 +155,13 @@ def max_softmax_length(table: np.ndarray) -> int:
     with a 15-bit table.
     """
     largest = int(table.max())
-    longest = (INT32_LIMIT - 1) // largest
-    while longest > 0 and 255 * largest + longest * largest // 2 >= INT32_LIMIT:
-        longest -= 1
-    return longest
+    if largest < 1:
+        raise ValueError("table must contain at least one positive entry")
+    longest_for_sum = (INT32_LIMIT - 1) // largest
+    # N * largest // 2 <= room holds exactly when N * largest <= 2 * room + 1.
+    room = INT32_LIMIT - 1 - 255 * largest
+    longest_for_numerator = (2 * room + 1) // largest if room >= 0 else 0
+    return max(0, min(longest_for_sum, longest_for_numerator))
 
 
 def integer_softmax(x: np.ndarray, table: np.ndarray) -> np.ndarray:
