@@ -35,10 +35,12 @@ def constant_array(value: gs.Tensor) -> np.ndarray | None:
 
 
 class NodeFactory:
-    """Creates nodes and values with unique names that record the pass that made them.
+    """Creates nodes and values with unique names, and records the nodes it created.
 
-    Every name is ``<anchor>/<pass>/<suffix>``, where the anchor is the node or value being
-    rewritten, so a graph viewer groups inserted nodes with what they replace.
+    Every name is ``<anchor>/<suffix>``, where the anchor is the node or value being rewritten,
+    so a graph viewer groups inserted nodes with what they replace. The pass that made a node
+    goes into the node's metadata (``CREATED_BY_KEY``) rather than into its name, because long
+    names cost about 1% of a compressed MiniLM-L6 file.
     """
 
     def __init__(self, graph: gs.Graph, pass_name: str) -> None:
@@ -47,9 +49,14 @@ class NodeFactory:
         self._taken = {node.name for node in graph.nodes} | set(graph.tensors().keys())
         self.created_nodes: list[str] = []
 
+    @property
+    def created_by(self) -> dict[str, str]:
+        """Map every node this factory created to the name of its pass."""
+        return dict.fromkeys(self.created_nodes, self._pass_name)
+
     def name(self, anchor: str, suffix: str) -> str:
         """Return a name not yet used in the graph."""
-        base = f"{anchor}/{self._pass_name}/{suffix}"
+        base = f"{anchor}/{suffix}"
         candidate, index = base, 1
         while candidate in self._taken:
             candidate = f"{base}_{index}"

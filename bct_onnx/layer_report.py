@@ -20,7 +20,7 @@ from bct_onnx.report import sqnr_db
 from bct_onnx.validate import row_cosine
 
 # Name of the DequantizeLinear output that the activation pass inserts after value ``v``.
-QUANTIZED_COPY = "{name}/quantize_activations/DequantizeLinear_output"
+QUANTIZED_COPY = "{name}/DequantizeLinear_output"
 
 
 @dataclass(frozen=True, kw_only=True)

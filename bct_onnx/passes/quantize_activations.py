@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from bct_onnx.calibration import ActivationScales, CalibrationTarget, TargetKind
+from bct_onnx.calibration import MAX_SHIFT, ActivationScales, CalibrationTarget, TargetKind
 from bct_onnx.graph import NodeFactory, constant_array, producer
 from bct_onnx.passes.base import GraphPass, PassContext, PassResult
 from bct_onnx.passes.match_layer_norm import match_layer_norm
@@ -110,14 +111,22 @@ class QuantizeActivations(GraphPass):
                 continue
             insert_fake_quantization(factory, value, scales, context.config.activation_bits)
             done.add(value.name)
-        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        context.created_by.update(factory.created_by)
         return PassResult(self.name, len(done), dict(skipped))
+
+
+@dataclass(frozen=True)
+class ScaleInput:
+    """The scale value of a QuantizeLinear/DequantizeLinear pair and the attributes it needs."""
+
+    value: gs.Tensor
+    attrs: dict
 
 
 def insert_fake_quantization(factory: NodeFactory, value: gs.Tensor, scales: ActivationScales, bits: int) -> None:
     """Route every reader of ``value`` through QuantizeLinear → DequantizeLinear."""
     readers = list(value.outputs)
-    scale = scale_constant(factory, value.name, scales)
+    scale = scale_input(factory, value.name, scales)
     quantized = quantize(factory, value, scale, bits)
     dequantized = dequantize(factory, value.name, quantized, scale)
     for reader in readers:
@@ -126,20 +135,29 @@ def insert_fake_quantization(factory: NodeFactory, value: gs.Tensor, scales: Act
                 reader.inputs[index] = dequantized
 
 
-def scale_constant(factory: NodeFactory, anchor: str, scales: ActivationScales) -> gs.Constant:
-    """Return the float32 scale initializer: one value per channel, or a scalar per tensor."""
+def scale_input(factory: NodeFactory, anchor: str, scales: ActivationScales) -> ScaleInput:
+    """Return the float32 scale: a scalar per tensor, or one value per channel.
+
+    Per-channel scales are stored as one uint8 shift per channel and looked up in a table of the
+    MAX_SHIFT + 1 possible values, which costs a quarter of a float32 vector on disk. ONNX
+    Runtime folds the lookup into a constant when the session starts.
+    """
     if scales.shift.size == 1:
-        return factory.constant(anchor, "scale", np.array(scales.scale[0], np.float32))
-    return factory.constant(anchor, "scale", scales.scale)
+        return ScaleInput(factory.constant(anchor, "scale", np.array(scales.scale[0], np.float32)), {})
+    levels = (scales.base_scale * np.exp2(-np.arange(MAX_SHIFT + 1, dtype=np.float64))).astype(np.float32)
+    shift = factory.constant(anchor, "scale_shift", scales.shift.astype(np.uint8))
+    index = factory.node("Cast", anchor, [shift], attrs={"to": onnx.TensorProto.INT64})
+    scale = factory.node("Gather", anchor, [factory.constant(anchor, "scale_levels", levels), index])
+    return ScaleInput(scale, {"axis": -1})
 
 
-def quantize(factory: NodeFactory, value: gs.Tensor, scale: gs.Constant, bits: int) -> gs.Tensor:
+def quantize(factory: NodeFactory, value: gs.Tensor, scale: ScaleInput, bits: int) -> gs.Tensor:
     """Return the int8 codes of ``value`` (clipped to ``bits`` bits) as a new value.
 
     The zero point is left out: with ``output_dtype`` INT8 it defaults to 0.
     """
-    attrs = {"output_dtype": onnx.TensorProto.INT8, **_axis(scale)}
-    codes = factory.node("QuantizeLinear", value.name, [value, scale], attrs=attrs)
+    attrs = {"output_dtype": onnx.TensorProto.INT8, **scale.attrs}
+    codes = factory.node("QuantizeLinear", value.name, [value, scale.value], attrs=attrs)
     if bits < 8:
         low = factory.constant(value.name, "code_min", np.array(-(1 << (bits - 1)), np.int8))
         high = factory.constant(value.name, "code_max", np.array((1 << (bits - 1)) - 1, np.int8))
@@ -148,11 +166,7 @@ def quantize(factory: NodeFactory, value: gs.Tensor, scale: gs.Constant, bits: i
 
 
 def dequantize(
-    factory: NodeFactory, anchor: str, codes: gs.Tensor, scale: gs.Constant, *, output: gs.Variable | None = None
+    factory: NodeFactory, anchor: str, codes: gs.Tensor, scale: ScaleInput, *, output: gs.Variable | None = None
 ) -> gs.Tensor:
     """Return ``codes`` times their per-channel (or per-tensor) scale; the zero point is 0."""
-    return factory.node("DequantizeLinear", anchor, [codes, scale], attrs=_axis(scale), output=output)
-
-
-def _axis(scale: gs.Constant) -> dict:
-    return {"axis": -1} if scale.shape and len(scale.shape) == 1 else {}
+    return factory.node("DequantizeLinear", anchor, [codes, scale.value], attrs=scale.attrs, output=output)

@@ -108,7 +108,7 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
                 tables[table.name] = self._quantize_table(table, context, factory)
             self._rewrite_lookup(node, tables[table.name], context.config, factory)
 
-        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        context.created_by.update(factory.created_by)
         return PassResult(self.name, len(tables), dict(skipped))
 
     def _quantize_table(

@@ -94,7 +94,7 @@ class QuantizeWeightsBlockwise(GraphPass):
                 dequantized[weight.name] = self._dequantize_weight(weight, node, axis, context, factory)
             node.inputs[1] = dequantized[weight.name]
 
-        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        context.created_by.update(factory.created_by)
         return PassResult(self.name, len(dequantized), dict(skipped))
 
     def _dequantize_weight(

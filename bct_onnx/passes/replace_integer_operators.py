@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from bct_onnx.calibration import ActivationScales, CalibrationTarget, TargetKind, power_of_two_scales
@@ -33,7 +34,7 @@ from bct_onnx.passes.match_gelu import GeluMatch, match_gelu
 from bct_onnx.passes.match_layer_norm import LayerNormMatch, match_layer_norm
 from bct_onnx.passes.match_softmax import SoftmaxMatch, match_softmax
 from bct_onnx.passes.matching import NoMatch
-from bct_onnx.passes.quantize_activations import dequantize, quantize, scale_constant
+from bct_onnx.passes.quantize_activations import dequantize, quantize, scale_input
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ReplaceIntegerOperators(GraphPass):
                 counts[type(match).__name__] += 1
             else:
                 skipped[reason] += 1
-        context.created_by.update(dict.fromkeys(factory.created_nodes, self.name))
+        context.created_by.update(factory.created_by)
         context.functions.update(
             {op: integer_ops.function_proto(op) for op in integer_ops.OP_TYPES if _uses(context.graph, op)}
         )
@@ -140,11 +141,11 @@ def _rewrite_gelu(match: GeluMatch, context: PassContext, factory: NodeFactory) 
         x = factory.node("Add", anchor, [x, match.bias])
         input_scales = _widen(input_scales, np.abs(np.asarray(match.bias.values, np.float32)))
     output_scales = context.activation_scales[match.output.name]
-    codes = quantize(factory, x, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
+    codes = quantize(factory, x, scale_input(factory, anchor, input_scales), context.config.activation_bits)
     table, group = integer_ops.gelu_table(input_scales.scale, output_scales.scale)
-    inputs = [codes, factory.constant(anchor, "gelu_table", table), factory.constant(anchor, "gelu_group", group)]
+    inputs = [codes, factory.constant(anchor, "gelu_table", table), compact_int64(factory, anchor, "gelu_group", group)]
     result = factory.node("IntegerGelu", anchor, inputs, domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, scale_constant(factory, anchor, output_scales), output=match.output)
+    dequantize(factory, anchor, result, scale_input(factory, anchor, output_scales), output=match.output)
 
 
 def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: NodeFactory) -> None:
@@ -153,21 +154,21 @@ def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: No
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
     output_scales = context.activation_scales[match.output.name]
-    codes = quantize(factory, match.input, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
+    codes = quantize(factory, match.input, scale_input(factory, anchor, input_scales), context.config.activation_bits)
     parameters = integer_ops.layer_norm_parameters(
         input_scales.shift, input_scales.base_scale, match.gamma, match.beta, output_scales.scale, match.epsilon
     )
     inputs = [
         codes,
-        factory.constant(anchor, "align", parameters.align),
-        factory.constant(anchor, "multiplier", parameters.multiplier),
-        factory.constant(anchor, "bias", parameters.bias),
+        compact_int64(factory, anchor, "align", parameters.align),
+        compact_int64(factory, anchor, "multiplier", parameters.multiplier),
+        compact_int64(factory, anchor, "bias", parameters.bias),
         factory.constant(anchor, "epsilon_term", np.asarray(parameters.epsilon_term, np.int64)),
     ]
     # The onnxruntime-extensions kernel needs every attribute written out, defaults included.
     attrs = {"fraction_bits": FRACTION_BITS, "multiplier_bits": MULTIPLIER_BITS}
     result = factory.node("IntegerLayerNormalization", anchor, inputs, attrs=attrs, domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, scale_constant(factory, anchor, output_scales), output=match.output)
+    dequantize(factory, anchor, result, scale_input(factory, anchor, output_scales), output=match.output)
 
 
 def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFactory) -> None:
@@ -175,10 +176,24 @@ def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFac
 
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
-    codes = quantize(factory, match.input, scale_constant(factory, anchor, input_scales), context.config.activation_bits)
+    codes = quantize(factory, match.input, scale_input(factory, anchor, input_scales), context.config.activation_bits)
     table = factory.constant(anchor, "exp_table", integer_ops.softmax_table(float(input_scales.scale[0])))
     result = factory.node("IntegerSoftmax", anchor, [codes, table], domain=integer_ops.DOMAIN)
-    dequantize(factory, anchor, result, scale_constant(factory, anchor, SOFTMAX_OUTPUT_SCALE), output=match.output)
+    dequantize(factory, anchor, result, scale_input(factory, anchor, SOFTMAX_OUTPUT_SCALE), output=match.output)
+
+
+def compact_int64(factory: NodeFactory, anchor: str, suffix: str, values: np.ndarray) -> gs.Tensor:
+    """Return int64 ``values`` stored in the narrowest integer type that holds them, cast back.
+
+    The operators take int64 inputs, but group indices, alignment factors and multipliers fit in
+    8 to 32 bits; ONNX Runtime folds the Cast into a constant when the session starts.
+    """
+    for dtype in (np.uint8, np.int8, np.int16, np.int32):
+        limits = np.iinfo(dtype)
+        if values.size and limits.min <= values.min() and values.max() <= limits.max:
+            stored = factory.constant(anchor, suffix, values.astype(dtype))
+            return factory.node("Cast", anchor, [stored], attrs={"to": onnx.TensorProto.INT64})
+    return factory.constant(anchor, suffix, values.astype(np.int64))
 
 
 def _widen(scales: ActivationScales, extra: np.ndarray) -> ActivationScales:
