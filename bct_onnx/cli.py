@@ -22,14 +22,30 @@ logger = logging.getLogger("bct_onnx")
 
 
 class _Group(click.Group):
-    """Click group that turns user-facing errors into one line on stderr and exit status 1."""
+    """Click group that reports every error as one ``error:`` line on stderr.
 
-    def invoke(self, ctx: click.Context) -> object:
+    Invalid options exit with status 2, as click's usage errors do; bad input and failed checks
+    exit with status 1.
+    """
+
+    def main(self, *args, **kwargs):  # noqa: D102 (click's signature)
+        kwargs["standalone_mode"] = False
         try:
-            return super().invoke(ctx)
+            status = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            _fail(f"{error.format_message()} (see --help)", 2)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
         except BctError as error:
-            click.echo(f"error: {error}", err=True)
-            ctx.exit(1)
+            _fail(str(error), 1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def _fail(message: str, status: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
 
 
 @click.group(cls=_Group)
@@ -73,10 +89,10 @@ def compress_command(model: Path, output: Path, report_path: Path | None, **opti
     config = config_from_options(options)
     batches = _calibration_batches(model, options) if config.needs_calibration else None
     with _progress_bar("calibrating") as progress:
-        report = compress(model, output, config=config, calibration=batches, progress=progress)
+        report = compress(
+            model, output, config=config, calibration=batches, progress=progress, report_path=report_path
+        )
     click.echo(report.format_table())
-    if report_path is not None:
-        report_path.write_text(report.to_json() + "\n")
 
 
 def _calibration_batches(model: Path, options: dict) -> list:

@@ -15,7 +15,15 @@ import onnx_graphsurgeon as gs
 from bct_onnx.config import CompressConfig
 from bct_onnx.errors import UnsupportedModelError
 from bct_onnx.graph import CREATED_BY_KEY
-from bct_onnx.modelio import check_output_path, external_data_files, load_model, model_file_bytes, save_model
+from bct_onnx.modelio import (
+    PROTOBUF_LIMIT_BYTES,
+    check_output_path,
+    external_data_files,
+    load_model,
+    model_file_bytes,
+    save_model,
+    write_text_atomically,
+)
 from bct_onnx.opset import upgrade_opset
 from bct_onnx.passes import PassContext, PassResult, default_pipeline, run_pipeline
 from bct_onnx.report import CompressionReport, TensorReport
@@ -84,19 +92,21 @@ def compress(
     config: CompressConfig = CompressConfig(),
     calibration: Sequence[dict[str, np.ndarray]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    report_path: str | os.PathLike | None = None,
 ) -> CompressionReport:
     """Compress the ONNX file ``input_path`` into ``output_path`` and return the report.
 
-    The input is never modified. The output keeps its initializers in ``<output>.data`` when
+    The input is never modified. With ``report_path`` the report is also written there as JSON.
+    The output keeps its initializers in ``<output>.data`` when
     the input used external data or the result would exceed protobuf's 2 GiB limit.
     """
-    output = check_output_path(input_path, output_path)
+    output = check_output_path(input_path, output_path, report_path=report_path)
     model = load_model(input_path)
     external_data = bool(external_data_files(input_path))
     compressed = compress_model(model, config=config, calibration=calibration, progress=progress)
     _check(compressed.model)
     save_model(compressed.model, output, external_data=external_data)
-    return CompressionReport(
+    report = CompressionReport(
         input_path=str(input_path),
         output_path=str(output),
         file_bytes_before=model_file_bytes(input_path),
@@ -104,6 +114,9 @@ def compress(
         tensors=compressed.tensors,
         passes={result.pass_name: result.rewritten for result in compressed.passes},
     )
+    if report_path is not None:
+        write_text_atomically(report_path, report.to_json() + "\n")
+    return report
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -142,6 +155,16 @@ def _describe_skips(results: list[PassResult]) -> str:
 
 
 def _check(model: onnx.ModelProto) -> None:
-    """Run the full ONNX checker on the result; too large a model is checked on save instead."""
-    if model.ByteSize() < (2**31 - 1):
-        onnx.checker.check_model(model, full_check=True)
+    """Run the ONNX checker on the result, with shape inference when every op's schema is known.
+
+    Ops of domains such as com.microsoft have no schema in onnx, so full checking would reject
+    models that ONNX Runtime runs. Models of 2 GiB or more cannot be checked in memory.
+    """
+    if model.ByteSize() >= PROTOBUF_LIMIT_BYTES:
+        return
+    known = {"", "ai.onnx"} | {function.domain for function in model.functions}
+    full_check = all(node.domain in known for node in model.graph.node)
+    try:
+        onnx.checker.check_model(model, full_check=full_check)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise UnsupportedModelError(f"the compressed model fails the ONNX checker: {str(error).strip().splitlines()[0]}") from error

@@ -55,6 +55,10 @@ class CompressConfig:
     calibration_method: CalibrationMethod = CalibrationMethod.MSE
 
     def __post_init__(self) -> None:
+        self._coerce_enums()
+        for name in ("weight_bits", "block_size", "activation_block_size"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise TypeError(f"{name} must be an int, got {getattr(self, name)!r}")
         if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
             raise ValueError(f"weight bits must be 4 or 8, got {self.weight_bits}")
         if self.embedding_bits is not None and self.embedding_bits not in SUPPORTED_WEIGHT_BITS:
@@ -69,6 +73,25 @@ class CompressConfig:
             raise ValueError("integer operators need quantized activations: set activation bits")
         if isinstance(self.exclude, str) or not isinstance(self.exclude, tuple):
             raise TypeError("exclude must be a tuple of patterns")
+
+    def _coerce_enums(self) -> None:
+        """Accept enum values given by name ("mse", "uint8"), as a config file would spell them."""
+        for name, enum_type in (
+            ("rounding", Rounding),
+            ("scale_format", ScaleFormat),
+            ("calibration_method", CalibrationMethod),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, enum_type):
+                try:
+                    object.__setattr__(self, name, enum_type(value))
+                except ValueError as error:
+                    choices = ", ".join(item.value for item in enum_type)
+                    raise ValueError(f"{name} must be one of {choices}, got {value!r}") from error
+        operators = frozenset(
+            item if isinstance(item, IntegerOperator) else IntegerOperator(item) for item in self.integer_operators
+        )
+        object.__setattr__(self, "integer_operators", operators)
 
     @property
     def needs_calibration(self) -> bool:

@@ -25,6 +25,8 @@ import onnx
 import onnx.version_converter
 from google.protobuf.message import EncodeError
 
+from bct_onnx.errors import BctError
+
 if TYPE_CHECKING:
     import torch
 
@@ -102,7 +104,7 @@ _METADATA_PREFIX = "bct_onnx.export."
 _INSTALL_HINT = "install the export extra: pip install 'bct-onnx[export]'"
 
 
-class ExportError(Exception):
+class ExportError(BctError):
     """User-facing export failure: missing model, missing dependency or failed conversion."""
 
 

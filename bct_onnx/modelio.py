@@ -41,7 +41,17 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as error:
         raise ModelLoadError(f"cannot read the external data of {path}: {error}") from error
+    if model.ByteSize() < PROTOBUF_LIMIT_BYTES:
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as error:
+            raise ModelLoadError(f"{path} is not a valid ONNX model: {_first_line(error)}") from error
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
 
 
 def external_data_files(path: str | os.PathLike) -> set[str]:
@@ -78,23 +88,61 @@ def _check_external_data_locations(model: onnx.ModelProto, folder: Path) -> None
             raise ModelLoadError(f"external data file not found for {tensor.name!r}: {target}")
 
 
-def check_output_path(input_path: str | os.PathLike, output_path: str | os.PathLike) -> Path:
+def check_output_path(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, *, report_path: str | os.PathLike | None = None
+) -> Path:
     """Return ``output_path`` as a Path after checking that the model can be written there.
 
+    The output, its ``.data`` file and the report must not overwrite the input model or any
+    external data file it reads, nor each other.
+
     Raises:
-        OutputError: the output is the input, or its folder is missing or not writable.
+        OutputError: a path collides with the input or another output, or a folder is missing
+            or not writable.
     """
     output = Path(output_path)
-    if output.exists() and output.resolve() == Path(input_path).resolve():
-        raise OutputError(f"output path is the input model: {output}; choose another file name")
-    folder = output.parent if str(output.parent) else Path(".")
+    protected = {Path(input_path).resolve()}
+    protected |= {(Path(input_path).parent / name).resolve() for name in _external_data_names(input_path)}
+    data_file = output.parent / f"{output.name}.data"
+    for path, role in ((output, "output path"), (data_file, "output data file")):
+        if path.resolve() in protected:
+            raise OutputError(f"{role} {path} would overwrite the input model or its data; choose another file name")
+    _check_folder(output)
+    if report_path is not None:
+        report = Path(report_path)
+        if report.resolve() in protected | {output.resolve(), data_file.resolve()}:
+            raise OutputError(f"report path {report} would overwrite a model file; choose another file name")
+        _check_folder(report)
+    return output
+
+
+def _check_folder(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"output folder is not writable: {folder}")
-    if output.is_dir():
-        raise OutputError(f"output path is a folder, expected a file name: {output}")
-    return output
+    if path.is_dir():
+        raise OutputError(f"output path is a folder, expected a file name: {path}")
+
+
+def _external_data_names(path: str | os.PathLike) -> set[str]:
+    try:
+        return external_data_files(path)
+    except (OSError, DecodeError, ValueError):
+        return set()
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    with _temporary_folder(path.parent) as staging:
+        staged = staging / path.name
+        try:
+            staged.write_text(text)
+            os.replace(staged, path)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool) -> None:
@@ -109,20 +157,23 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     data_name = f"{path.name}.data"
     with _temporary_folder(path.parent) as staging:
         staged_model = staging / path.name
-        if external_data:
-            onnx.save_model(
-                model,
-                str(staged_model),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
-        else:
-            onnx.save_model(model, str(staged_model))
-        if (staging / data_name).exists():
-            os.replace(staging / data_name, path.parent / data_name)
-        os.replace(staged_model, path)
+        try:
+            if external_data:
+                onnx.save_model(
+                    model,
+                    str(staged_model),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=data_name,
+                    size_threshold=1024,
+                )
+            else:
+                onnx.save_model(model, str(staged_model))
+            if (staging / data_name).exists():
+                os.replace(staging / data_name, path.parent / data_name)
+            os.replace(staged_model, path)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 @contextlib.contextmanager

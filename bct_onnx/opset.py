@@ -11,6 +11,9 @@ from bct_onnx.errors import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
+# onnx raises its own ConvertError (not a RuntimeError) for graphs the converter cannot read.
+_CONVERT_ERROR = getattr(version_converter, "ConvertError", RuntimeError)
+
 # DequantizeLinear gained block_size and INT4/UINT4 inputs in opset 21.
 BLOCKWISE_OPSET = 21
 
@@ -51,7 +54,7 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         logger.info("upgrading the model from opset %d to %d", opset, BLOCKWISE_OPSET)
         try:
             model = version_converter.convert_version(model, BLOCKWISE_OPSET)
-        except (RuntimeError, onnx.checker.ValidationError) as error:
+        except (RuntimeError, ValueError, onnx.checker.ValidationError, _CONVERT_ERROR) as error:
             raise UnsupportedModelError(
                 f"cannot upgrade the model from opset {opset} to {BLOCKWISE_OPSET}: {error}"
             ) from error

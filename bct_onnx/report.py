@@ -63,7 +63,7 @@ class CompressionReport:
             "",
             f"compressed tensors: {len(self.tensors)}, of which scales and zero points: {format_bytes(scale_bytes)}",
             f"file size: {format_bytes(self.file_bytes_before)} -> {format_bytes(self.file_bytes_after)} "
-            f"({self.ratio:.3f}x smaller)",
+            f"(compression ratio {self.ratio:.3f}x)",
         ]
         return "\n".join(lines)
 

@@ -13,6 +13,15 @@ import onnxruntime as ort
 
 from bct_onnx.errors import BctError, ModelLoadError
 
+# The exceptions ONNX Runtime raises for bad models and bad inputs; they share no base class
+# below Exception.
+ORT_ERRORS = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, name)
+    for name in ("Fail", "InvalidArgument", "InvalidProtobuf", "InvalidGraph", "NoSuchFile",
+                 "NoModel", "NotImplemented", "RuntimeException", "EngineError", "ModelLoaded")
+    if hasattr(ort.capi.onnxruntime_pybind11_state, name)
+)
+
 # Shape of the random inputs when the model leaves a dimension symbolic: batch, then sequence.
 RANDOM_BATCH = 4
 RANDOM_SEQUENCE = 32
@@ -71,9 +80,14 @@ def create_session(path: str | os.PathLike) -> ort.InferenceSession:
         raise ModelLoadError(f"model file not found: {path}")
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {first_line}") from error
+    except (RuntimeError, *ORT_ERRORS) as error:
+        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from error
+
+
+def first_line(error: BaseException) -> str:
+    """Return the first line of an error message, or its repr when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
 
 
 def random_feeds(model_path: str | os.PathLike, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -124,12 +138,13 @@ def validate(
     candidate = create_session(candidate_path)
     feeds = feeds if feeds is not None else random_feeds(reference_path)
     _check_feeds(reference, feeds)
+    _check_same_interface(reference, candidate)
     names = [output.name for output in reference.get_outputs()]
-    try:
-        expected = reference.run(names, feeds)
-        actual = candidate.run(names, feeds)
-    except ort.capi.onnxruntime_pybind11_state.RuntimeException as error:
-        raise BctError(f"ONNX Runtime failed to run the models: {error}") from error
+    expected = _run(reference, names, feeds, reference_path)
+    actual = _run(candidate, names, feeds, candidate_path)
+    for name, want, got in zip(names, expected, actual):
+        if want.shape != got.shape:
+            raise BctError(f"output {name!r} has shape {want.shape} in the reference but {got.shape} in the candidate")
     outputs = [compare_output(name, want, got) for name, want, got in zip(names, expected, actual)]
     return ValidationReport(
         reference_path=str(reference_path),
@@ -179,6 +194,25 @@ def _concrete_shape(value: onnx.ValueInfoProto) -> tuple[int, ...]:
     for dim in value.type.tensor_type.shape.dim:
         shape.append(dim.dim_value if dim.HasField("dim_value") else next(defaults, 1))
     return tuple(shape)
+
+
+def _run(session: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray], path) -> list[np.ndarray]:
+    try:
+        return session.run(names, feeds)
+    except (RuntimeError, *ORT_ERRORS) as error:
+        raise BctError(f"ONNX Runtime failed to run {path}: {first_line(error)}") from error
+
+
+def _check_same_interface(reference: ort.InferenceSession, candidate: ort.InferenceSession) -> None:
+    """Raise BctError unless both models take the same inputs and give the same outputs."""
+    for kind, want, got in (
+        ("inputs", reference.get_inputs(), candidate.get_inputs()),
+        ("outputs", reference.get_outputs(), candidate.get_outputs()),
+    ):
+        want_names = sorted(value.name for value in want)
+        got_names = sorted(value.name for value in got)
+        if want_names != got_names:
+            raise BctError(f"the models have different {kind}: {want_names} and {got_names}")
 
 
 def _check_feeds(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:

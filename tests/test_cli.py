@@ -52,7 +52,7 @@ def test_compress_writes_model_and_json_report(tmp_path):
     result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", tmp_path / "report.json",
                      "--block-size", "32")
     assert result.exit_code == 0, result.output
-    assert "x smaller" in result.stdout
+    assert "compression ratio" in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tensors"][0]["shape"] == [64, 8]
     assert report["tensors"][0]["bits"] == 4
@@ -98,7 +98,7 @@ def test_output_equal_to_input(tmp_path):
     source = write_model(tiny_model(), tmp_path / "model.onnx")
     before = digest(source)
     result = run_cli("compress", source, "-o", source)
-    assert_one_line_error(result, "output path is the input model")
+    assert_one_line_error(result, "would overwrite the input model")
     assert digest(source) == before
 
 
@@ -216,4 +216,56 @@ def test_bad_option_value(tmp_path):
     source = write_model(tiny_model(), tmp_path / "model.onnx")
     result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--weight-bits", "3")
     assert result.exit_code == 2
-    assert "'3' is not one of '4', '8'" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: Invalid value for '--weight-bits': '3' is not one of '4', '8'")
+
+
+def test_report_path_equal_to_input_rejected(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    before = digest(source)
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", source)
+    assert_one_line_error(result, "report path")
+    assert digest(source) == before
+    assert folder_entries(tmp_path) == {"model.onnx"}
+
+
+def test_output_data_file_may_not_overwrite_input_data(tmp_path):
+    weight = np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)
+    model = matmul_model(weight)
+    onnx.save_model(model, str(tmp_path / "fp32.onnx"), save_as_external_data=True, location="model.onnx.data")
+    before = digest(tmp_path / "model.onnx.data")
+    result = run_cli("compress", tmp_path / "fp32.onnx", "-o", tmp_path / "model.onnx")
+    assert_one_line_error(result, "output data file")
+    assert digest(tmp_path / "model.onnx.data") == before
+
+
+def test_missing_report_folder_checked_before_work(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", tmp_path / "absent" / "r.json")
+    assert_one_line_error(result, "output folder does not exist")
+    assert folder_entries(tmp_path) == {"model.onnx"}
+
+
+def test_invalid_graph_rejected_on_load(tmp_path):
+    node = helper.make_node("MatMul", ["x", "missing"], ["y"])
+    graph = helper.make_graph([node], "g", [float_input("x", [2, 4])], [float_input("y", [2, 3])])
+    source = tmp_path / "broken.onnx"
+    source.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "is not a valid ONNX model")
+
+
+def test_validate_unrelated_models_rejected(tmp_path):
+    first = write_model(tiny_model(), tmp_path / "first.onnx")
+    table = np.random.default_rng(1).standard_normal((10, 64)).astype(np.float32)
+    second = write_model(embedding_model(table), tmp_path / "second.onnx")
+    result = run_cli("validate", first, second)
+    assert_one_line_error(result, "the models have different inputs")
+
+
+def test_validate_not_a_model(tmp_path):
+    first = write_model(tiny_model(), tmp_path / "first.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00\x01garbage")
+    result = run_cli("validate", first, broken)
+    assert_one_line_error(result, "ONNX Runtime cannot load")

@@ -196,3 +196,35 @@ def test_int4_codes_decode_to_original_values():
     codes = y[0] / np.repeat(scale, 64, axis=1)
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
     assert codes.min() >= -8 and codes.max() <= 7
+
+
+def test_block_larger_than_axis_is_one_block():
+    weight = representable_weight((16, 4), 16, bits=4)
+    result = compress_model(matmul_model(weight), config=CompressConfig(block_size=4096, **EXACT))
+    scale = next(t for t in result.model.graph.initializer if t.name.endswith("/scale"))
+    assert list(scale.dims) == [1, 4]
+    np.testing.assert_allclose(run_model(result.model, {"x": np.eye(16, dtype=np.float32)})[0], weight, rtol=1e-6)
+
+
+def test_non_finite_weight_rejected():
+    weight = np.ones((32, 4), np.float32)
+    weight[3, 1] = np.nan
+    with pytest.raises(UnsupportedModelError, match="weight 'weight' contains NaN or infinity"):
+        compress_model(matmul_model(weight))
+
+
+def test_empty_batch_lookup_runs():
+    table = np.random.default_rng(7).standard_normal((20, 64)).astype(np.float32)
+    result = compress_model(embedding_model(table), config=CompressConfig(block_size=32))
+    (y,) = run_model(result.model, {"ids": np.zeros((0, 5), np.int64)})
+    assert y.shape == (0, 5, 64)
+
+
+def test_config_accepts_enum_names():
+    config = CompressConfig(rounding="nearest", scale_format="float16")
+    assert config.rounding is Rounding.NEAREST
+    assert config.scale_format is ScaleFormat.FLOAT16
+    with pytest.raises(ValueError, match="rounding must be one of nearest, mse"):
+        CompressConfig(rounding="floor")
+    with pytest.raises(TypeError, match="block_size must be an int"):
+        CompressConfig(block_size=2.5)

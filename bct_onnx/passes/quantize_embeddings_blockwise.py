@@ -61,6 +61,8 @@ def explain_embedding_skip(node: gs.Node, config: CompressConfig) -> str | None:
         return f"table has {table.ndim} dimensions, not 2"
     if table.dtype not in FLOAT_TYPES:
         return f"table type is {table.dtype}, not float32 or float16 (already quantized?)"
+    if table.size == 0:
+        return "table is empty"
     if embedding_bits(config) == 4 and table.shape[1] % 2:
         return "4-bit tables need an even row length"
     if is_excluded(config.exclude, node.name, node.inputs[0].name):
@@ -116,7 +118,7 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
     ) -> _TableConstants:
         config = context.config
         values = np.asarray(table.values)
-        quantized = quantize_along_axis(values, 1, config, bits=embedding_bits(config))
+        quantized = quantize_along_axis(values, 1, config, bits=embedding_bits(config), name=table.name)
         context.tensor_reports.append(make_report(table.name, "embedding", values, quantized, config))
 
         anchor = table.name
@@ -139,7 +141,7 @@ class QuantizeEmbeddingsBlockwise(GraphPass):
 
         codes = factory.node("Gather", anchor, [table.codes, indices])
         if table.quantized.bits == 4:
-            codes = _unpack_nibbles(factory, anchor, codes)
+            codes = _unpack_nibbles(factory, anchor, codes, table.quantized.codes.shape[1])
         scale = factory.node("Gather", anchor, [table.scale_rows, indices])
         if config.scale_format is ScaleFormat.UINT8:
             scale = dequantize_scale_codes(factory, anchor, scale, table.quantized, axis=-1)
@@ -165,7 +167,7 @@ def _table_codes(quantized: QuantizedWeight) -> np.ndarray:
     return (nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)).astype(np.uint8)
 
 
-def _unpack_nibbles(factory: NodeFactory, anchor: str, packed: gs.Tensor) -> gs.Tensor:
+def _unpack_nibbles(factory: NodeFactory, anchor: str, packed: gs.Tensor, row_length: int) -> gs.Tensor:
     low = factory.node("BitwiseAnd", anchor, [packed, factory.constant(anchor, "low_mask", np.array(15, np.uint8))])
     shift = factory.constant(anchor, "nibble_shift", np.array(4, np.uint8))
     high = factory.node("BitShift", anchor, [packed, shift], attrs={"direction": "RIGHT"})
@@ -177,13 +179,15 @@ def _unpack_nibbles(factory: NodeFactory, anchor: str, packed: gs.Tensor) -> gs.
         attrs={"axis": -1},
     )
     # The unpacked shape is the packed one with its last dimension doubled: [..., H/2] -> [..., H].
+    # H is written out rather than -1, which Reshape cannot resolve for an empty batch.
     packed_shape = factory.node("Shape", anchor, [packed])
     leading = factory.node(
         "Slice",
         anchor,
         [packed_shape, factory.constant(anchor, "slice_start", np.array([0], np.int64)), last_axis],
     )
-    shape = factory.node("Concat", anchor, [leading, last_axis], attrs={"axis": 0})
+    row = factory.constant(anchor, "row_length", np.array([row_length], np.int64))
+    shape = factory.node("Concat", anchor, [leading, row], attrs={"axis": 0})
     return factory.node("Reshape", anchor, [pairs, shape])
 
 

@@ -59,6 +59,8 @@ def explain_weight_skip(node: gs.Node, config_exclude: tuple[str, ...]) -> str |
         return f"weight has {values.ndim} dimensions, not 2"
     if values.dtype not in FLOAT_TYPES:
         return f"weight type is {values.dtype}, not float32 or float16"
+    if values.size == 0:
+        return "weight is empty"
     if is_excluded(config_exclude, node.name, weight.name):
         return "excluded by a pattern"
     return None
@@ -101,7 +103,7 @@ class QuantizeWeightsBlockwise(GraphPass):
         self, weight: gs.Constant, node: gs.Node, axis: int, context: PassContext, factory: NodeFactory
     ) -> gs.Tensor:
         values = np.asarray(weight.values)
-        quantized = quantize_along_axis(values, axis, context.config, bits=context.config.weight_bits)
+        quantized = quantize_along_axis(values, axis, context.config, bits=context.config.weight_bits, name=weight.name)
         kind = node.op.lower()
         context.tensor_reports.append(make_report(weight.name, kind, values, quantized, context.config))
 

@@ -15,6 +15,7 @@ from onnx.helper import np_dtype_to_tensor_dtype
 
 from bct_onnx.blockwise import BlockQuantized, ScaleFormat, quantize_blocks
 from bct_onnx.config import CompressConfig
+from bct_onnx.errors import UnsupportedModelError
 from bct_onnx.graph import NodeFactory
 from bct_onnx.report import TensorReport, sqnr_db
 
@@ -49,31 +50,40 @@ class QuantizedWeight:
         return _to_storage(self.zero_point, self.bits, symmetric=False)
 
 
-def quantize_along_axis(weight: np.ndarray, axis: int, config: CompressConfig, *, bits: int) -> QuantizedWeight:
+def quantize_along_axis(
+    weight: np.ndarray, axis: int, config: CompressConfig, *, bits: int, name: str
+) -> QuantizedWeight:
     """Quantize a 2-D float constant in blocks along ``axis`` (0 or 1).
 
     A length that is not a multiple of the block size is zero-padded for the search and the
-    padding is cut off again, which is what ONNX expects of a last, shorter block.
+    padding is cut off again, which is what ONNX expects of a last, shorter block. An axis
+    shorter than one block is one block of its own length.
+
+    Raises:
+        UnsupportedModelError: the constant contains NaN or infinity.
     """
+    if not np.all(np.isfinite(weight)):
+        raise UnsupportedModelError(f"weight {name!r} contains NaN or infinity, which cannot be quantized")
     rows_last = weight.T if axis == 0 else weight
     length = rows_last.shape[1]
-    padded_length = -(-length // config.block_size) * config.block_size
+    block_size = min(config.block_size, length)
+    padded_length = -(-length // block_size) * block_size
     padded = np.zeros((rows_last.shape[0], padded_length), np.float32)
     padded[:, :length] = rows_last
 
     blocks = quantize_blocks(
         padded,
         bits=bits,
-        block_size=config.block_size,
+        block_size=block_size,
         symmetric=config.symmetric,
         rounding=config.rounding,
         scale_format=config.scale_format,
     )
-    return _to_weight_layout(blocks, weight, axis, length, config.symmetric)
+    return _to_weight_layout(blocks, weight, axis, length, config)
 
 
 def _to_weight_layout(
-    blocks: BlockQuantized, weight: np.ndarray, axis: int, length: int, symmetric: bool
+    blocks: BlockQuantized, weight: np.ndarray, axis: int, length: int, config: CompressConfig
 ) -> QuantizedWeight:
     def layout(array: np.ndarray | None) -> np.ndarray | None:
         if array is None:
@@ -89,8 +99,8 @@ def _to_weight_layout(
         scale_of_scales=blocks.scale_of_scales,
         axis=axis,
         bits=blocks.bits,
-        block_size=blocks.block_size,
-        symmetric=symmetric,
+        block_size=config.block_size,
+        symmetric=config.symmetric,
         dequantized=layout(dequantized).astype(weight.dtype),
     )
 
