@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from bct_onnx import CompressConfig, compress  # noqa: E402
-from bct_onnx.export import ExportConfig, default_model_dir, export_model  # noqa: E402
+from bct_onnx.export import Exporter, ExportConfig, default_model_dir, export_model  # noqa: E402
 from bct_onnx.demo import DEMO_SENTENCES  # noqa: E402
 from bct_onnx.validate import row_cosine  # noqa: E402
 
@@ -93,3 +93,38 @@ def test_demo_command(tmp_path):
     assert "[3/3] comparing both models on 8 sentences" in result.stderr
     assert "minimum cosine 0.9: passed" in result.stdout
     assert sorted(path.name for path in tmp_path.iterdir()) == ["minilm-l6.bct.onnx", "minilm-l6.onnx"]
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_bct_recipe_integer_operators(tmp_path, glue_dir, sentences, exporter):
+    """Both exporters' graphs get every GELU, Softmax and LayerNorm as an integer operator."""
+    from click.testing import CliRunner
+
+    from bct_onnx.cli import main
+    from bct_onnx.integer_ops import custom_op_session_options
+
+    float_path = export_model(default_model_dir(), tmp_path / "minilm.onnx",
+                              config=ExportConfig(exporter=Exporter(exporter)))
+    output = tmp_path / "minilm.bct.onnx"
+    result = CliRunner().invoke(main, [
+        "compress", str(float_path), "-o", str(output), "--calibration", "glue:stsb",
+        "--glue-dir", str(glue_dir), "--calibration-samples", "32", "--sequence-length", "64",
+    ])
+    assert result.exit_code == 0, result.output
+
+    model = onnx.load(str(output))
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert (ops["IntegerGelu"], ops["IntegerSoftmax"], ops["IntegerLayerNormalization"]) == (6, 6, 13)
+    assert not {"Gelu", "Erf", "Softmax", "LayerNormalization"} & set(ops)
+
+    from transformers import AutoTokenizer
+
+    encoded = AutoTokenizer.from_pretrained(default_model_dir())(sentences, padding=True, return_tensors="np")
+    feeds = {name: np.asarray(values, np.int64) for name, values in encoded.items()}
+    stock = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"]).run(None, feeds)
+    kernels = ort.InferenceSession(str(output), custom_op_session_options(),
+                                   providers=["CPUExecutionProvider"]).run(None, feeds)
+    for expected, actual in zip(stock, kernels):
+        np.testing.assert_array_equal(expected, actual)
+    assert float(np.mean(row_cosine(sentence_embeddings(float_path, sentences),
+                                    sentence_embeddings(output, sentences)))) > 0.9
