@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+from bct_onnx.validate import session_with_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Calibrator:
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, ActivationScales]:
         """Run ``model`` on every batch (twice for histogram methods) and return the scales."""
-        session = _session_with_outputs(model, [target.name for target in self.targets])
+        session = session_with_outputs(model, [target.name for target in self.targets])
         names = [target.name for target in self.targets]
         self._statistics = {target.name: _Statistics(target.kind) for target in self.targets}
         passes = 1 if self.method is CalibrationMethod.MINMAX else 2
@@ -208,19 +209,6 @@ def _mse_ranges(histogram: np.ndarray, block_max: np.ndarray, q_max: int) -> np.
         inside = np.where(centers <= clip, step * step / 12.0, 0.0)
         errors[:, index] = histogram @ (clipped + inside)
     return candidates[np.argmin(errors, axis=1)] * block_max
-
-
-def _session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    """Open ``model`` in ONNX Runtime with ``names`` added as graph outputs."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {output.name for output in probe.graph.output}
-    for name in names:
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def split_batches(feeds: dict[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:

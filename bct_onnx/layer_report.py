@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from bct_onnx.report import sqnr_db
-from bct_onnx.validate import row_cosine
+from bct_onnx.validate import row_cosine, session_with_outputs
 
 # Name of the DequantizeLinear output that the activation pass inserts after value ``v``.
 QUANTIZED_COPY = "{name}/DequantizeLinear_output"
@@ -74,12 +73,5 @@ def format_layers(rows: list[LayerComparison]) -> str:
 
 
 def _run_with_outputs(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    existing = {output.name for output in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     wanted = list(dict.fromkeys(names))
-    return dict(zip(wanted, session.run(wanted, feeds)))
+    return dict(zip(wanted, session_with_outputs(model, wanted).run(wanted, feeds)))

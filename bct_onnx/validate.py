@@ -90,6 +90,23 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else repr(error)
 
 
+def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
+    """Open a copy of ``model`` that also outputs the values ``names``, with optimizations off.
+
+    Without graph optimizations ONNX Runtime computes every value exactly as the graph states,
+    so intermediate values are the model's own, not those of fused kernels.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {output.name for output in probe.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def random_feeds(model_path: str | os.PathLike, *, seed: int = 0) -> dict[str, np.ndarray]:
     """Return valid random inputs for a transformer: token ids below the vocabulary size.
 

@@ -29,10 +29,10 @@ import onnxruntime as ort
 from benchlib import (
     CUSTOM_OPS,
     DEFAULT_GLUE_DIR,
-    LATENCY_RUNS,
     cached_export,
     convert,
     embed,
+    format_latency_table,
     load_tokenizer,
     measure_latency,
     read_stsb,
@@ -109,20 +109,10 @@ def format_markdown(rows, conversions, latencies) -> str:
     for label, conversion in conversions.items():
         extra = conversion.peak_rss_mib - baseline
         lines.append(f"| {label} | {conversion.seconds:.1f} s | {conversion.peak_rss_mib:.0f} MiB | {extra:.0f} MiB |")
-    lines += [
-        "",
-        f"Latency, median of {LATENCY_RUNS} runs, sequence 128 (models alternate run by run). \"Custom-op kernels\" "
-        "registers the onnxruntime-extensions library with the integer operators' Python kernels:",
-        "",
-        "| model | batch 1 | batch 16 | batch 1 vs fp32 | batch 16 vs fp32 |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label in dict.fromkeys(label for label, _ in latencies):
-        one, sixteen = latencies[(label, 1)], latencies[(label, 16)]
-        lines.append(
-            f"| {label} | {one:.1f} ms | {sixteen:.1f} ms | {one / latencies[('float32', 1)]:.2f}x | "
-            f"{sixteen / latencies[('float32', 16)]:.2f}x |"
-        )
+    lines += format_latency_table(
+        latencies,
+        "\"Custom-op kernels\" registers the onnxruntime-extensions library with the integer operators' Python kernels:",
+    )
     return "\n".join(lines) + "\n"
 
 

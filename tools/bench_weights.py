@@ -23,10 +23,10 @@ import onnxruntime as ort
 from benchlib import (
     DEFAULT_GLUE_DIR,
     FOLD_WEIGHTS,
-    LATENCY_RUNS,
     cached_export,
     convert,
     embed,
+    format_latency_table,
     load_tokenizer,
     measure_latency,
     read_stsb,
@@ -85,21 +85,10 @@ def format_markdown(rows, conversions, latencies) -> str:
     lines += ["", "| conversion | time | peak resident memory |", "|---|---:|---:|"]
     for label, conversion in conversions.items():
         lines.append(f"| {label} | {conversion.seconds:.1f} s | {conversion.peak_rss_mib:.0f} MiB |")
-    lines += [
-        "",
-        f"Latency, median of {LATENCY_RUNS} runs, sequence 128 (models alternate run by run). "
-        "\"Weights folded at load\" sets the ONNX Runtime session option "
-        "`session.disable_quant_qdq=1`, so each weight is dequantized once when the session starts:",
-        "",
-        "| model | batch 1 | batch 16 | batch 1 vs fp32 | batch 16 vs fp32 |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label in dict.fromkeys(label for label, _ in latencies):
-        one, sixteen = latencies[(label, 1)], latencies[(label, 16)]
-        lines.append(
-            f"| {label} | {one:.1f} ms | {sixteen:.1f} ms | {one / latencies[('float32', 1)]:.2f}x | "
-            f"{sixteen / latencies[('float32', 16)]:.2f}x |"
-        )
+    lines += format_latency_table(
+        latencies,
+        "\"Weights folded at load\" sets the ONNX Runtime session option `session.disable_quant_qdq=1`, so each weight is dequantized once when the session starts:",
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -156,3 +156,21 @@ def write_section(path: Path, key: str, text: str) -> None:
         path.write_text(head + block + tail.lstrip("\n"))
     else:
         path.write_text(current + ("\n" if current else "") + block)
+
+
+def format_latency_table(latencies: dict[tuple[str, int], float], note: str) -> list[str]:
+    """Return Markdown lines: the latency of every variant at batch 1 and 16, and its ratio to float32."""
+    lines = [
+        "",
+        f"Latency, median of {LATENCY_RUNS} runs, sequence 128 (models alternate run by run). {note}",
+        "",
+        "| model | batch 1 | batch 16 | batch 1 vs fp32 | batch 16 vs fp32 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in dict.fromkeys(label for label, _ in latencies):
+        one, sixteen = latencies[(label, 1)], latencies[(label, 16)]
+        lines.append(
+            f"| {label} | {one:.1f} ms | {sixteen:.1f} ms | {one / latencies[('float32', 1)]:.2f}x | "
+            f"{sixteen / latencies[('float32', 16)]:.2f}x |"
+        )
+    return lines
