@@ -10,10 +10,10 @@ import onnx
 
 from bct_onnx.calibration import split_batches
 from bct_onnx.errors import BctError
+from bct_onnx.modelio import export_source
 from bct_onnx.validate import load_feeds
 
 GLUE_PREFIX = "glue:"
-SOURCE_METADATA_KEY = "bct_onnx.export.source"  # written by bct_onnx.export
 
 
 def load_calibration_batches(
@@ -22,7 +22,7 @@ def load_calibration_batches(
     *,
     samples: int = 256,
     sequence_length: int = 128,
-    batch_size: int = 16,
+    batch_size: int = 8,
     tokenizer: str | os.PathLike | None = None,
     glue_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, np.ndarray]]:
@@ -43,7 +43,7 @@ def load_calibration_batches(
         feeds = load_feeds(source)
         return split_batches({name: feeds[name][:samples] for name in _checked(feeds, input_names)}, batch_size)
     texts = _texts(source, samples, glue_dir)
-    folder = tokenizer or _export_source(model_path)
+    folder = tokenizer or export_source(model_path)
     if folder is None:
         raise BctError(f"tokenizing {source} needs a tokenizer: pass --tokenizer DIR (a Hugging Face model folder)")
     return _tokenize(texts, folder, input_names, sequence_length, batch_size)
@@ -109,10 +109,3 @@ def _input_names(model_path: str | os.PathLike) -> list[str]:
     model = onnx.load_model(str(model_path), load_external_data=False)
     initializers = {tensor.name for tensor in model.graph.initializer}
     return [value.name for value in model.graph.input if value.name not in initializers]
-
-
-def _export_source(model_path: str | os.PathLike) -> str | None:
-    """Return the model folder recorded by ``bct-onnx export``, when it still exists."""
-    model = onnx.load_model(str(model_path), load_external_data=False)
-    source = next((entry.value for entry in model.metadata_props if entry.key == SOURCE_METADATA_KEY), None)
-    return source if source and Path(source).is_dir() else None

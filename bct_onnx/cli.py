@@ -111,14 +111,14 @@ def _calibration_batches(model: Path, options: dict) -> list:
 
 
 @contextlib.contextmanager
-def _progress_bar(label: str):
+def _progress_bar(label: str, *, unit: str = "batch"):
     """Yield a (done, total) callback that draws a tqdm bar on stderr once work starts."""
     bar = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=label, unit="batch", file=sys.stderr, leave=False, disable=None)
+            bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False, disable=None)
         bar.update(done - bar.n)
 
     try:
@@ -135,20 +135,83 @@ def _progress_bar(label: str):
 @click.option("--min-cosine", type=float, help="Exit with status 1 when any output's mean cosine is below this.")
 @click.option("--layers/--no-layers", default=False,
               help="Also compare every intermediate value the two graphs share (SQNR and cosine).")
+@click.option("--task", help="Score both models on this GLUE task's labelled split instead (e.g. sst2).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path),
+              help="Score both models on your own labelled TSV, CSV or JSONL file instead.")
+@click.option("--split", default="dev", show_default=True, help="GLUE split for --task.")
+@click.option("--glue-dir", type=click.Path(file_okay=False, path_type=Path), help="GLUE data folder [$BCT_GLUE_DIR].")
+@click.option("--text-column", "text_columns", multiple=True,
+              help="Text column(s) of --data, once or twice for pairs [text or sentence, then text_b or sentence2].")
+@click.option("--label-column", default="label", show_default=True, help="Label column of --data.")
+@click.option("--tokenizer", type=click.Path(file_okay=False, path_type=Path),
+              help="Hugging Face tokenizer folder [the folder REFERENCE was exported from].")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N examples.")
+@click.option("--max-drop", type=float, help="Exit with status 1 when the task metric drops by more points than this.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def validate_command(
-    reference: Path, candidate: Path, inputs: Path | None, min_cosine: float | None, layers: bool, as_json: bool
-) -> None:
-    """Compare CANDIDATE with the float model REFERENCE on the same inputs."""
-    feeds = load_feeds(inputs) if inputs is not None else random_feeds(reference)
-    report = validate(reference, candidate, feeds=feeds, min_cosine=min_cosine)
-    click.echo(report.to_json() if as_json else report.format_table())
-    if layers:
+def validate_command(reference: Path, candidate: Path, **options) -> None:
+    """Compare CANDIDATE with the float model REFERENCE: outputs on the same inputs, or a task metric."""
+    if options["task"] or options["data"]:
+        _validate_task(reference, candidate, options)
+        return
+    feeds = load_feeds(options["inputs"]) if options["inputs"] is not None else random_feeds(reference)
+    report = validate(reference, candidate, feeds=feeds, min_cosine=options["min_cosine"])
+    click.echo(report.to_json() if options["as_json"] else report.format_table())
+    if options["layers"]:
         from bct_onnx.layer_report import compare_layers, format_layers
 
         click.echo("\n" + format_layers(compare_layers(reference, candidate, feeds)))
     if not report.passed:
-        raise ValidationFailedError(f"an output's cosine is below {min_cosine}")
+        raise ValidationFailedError(f"an output's cosine is below {options['min_cosine']}")
+
+
+def _validate_task(reference: Path, candidate: Path, options: dict) -> None:
+    from bct_onnx.glue import load_glue_split, load_labelled_file
+    from bct_onnx.task_validation import validate_task
+
+    kind = None
+    if options["data"]:
+        labelled = load_labelled_file(options["data"], text_columns=tuple(options["text_columns"]) or None,
+                                      label_column=options["label_column"])
+        examples, kind = list(labelled.examples), labelled.kind
+    else:
+        examples = load_glue_split(options["task"], options["split"], glue_dir=options["glue_dir"])
+    examples = examples[: options["limit"]] if options["limit"] else examples
+    report = validate_task(reference, candidate, examples, task=options["task"], kind=kind,
+                           tokenizer=options["tokenizer"], max_drop=options["max_drop"])
+    click.echo(report.to_json() if options["as_json"] else report.format_table())
+    if not report.passed:
+        raise ValidationFailedError(f"the {report.metric} dropped by {report.drop:.2f} points, more than {report.max_drop}")
+
+
+@main.command("finetune")
+@click.argument("task")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="ONNX file to write the fine-tuned sequence classifier to.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Hugging Face model folder to start from [the built-in MiniLM-L6].")
+@click.option("--glue-dir", type=click.Path(file_okay=False, path_type=Path), help="GLUE data folder [$BCT_GLUE_DIR].")
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Examples per step.")
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True, help="Tokens per example.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation and shuffling.")
+@click.option("--train-limit", type=click.IntRange(min=1), help="Train on the first N examples only.")
+@click.pass_context
+def finetune_command(ctx: click.Context, task: str, output: Path, model_dir: Path | None, glue_dir: Path | None,
+                     **hyperparameters) -> None:
+    """Fine-tune a checkpoint on GLUE TASK on the CPU (cached), then export it to ONNX."""
+    from bct_onnx.export import ExportConfig, Task, default_model_dir, export_model
+    from bct_onnx.finetune import FinetuneConfig, finetune
+
+    _quiet_export_libraries(ctx)
+    try:
+        config = FinetuneConfig(task=task, **hyperparameters)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+    with _progress_bar("fine-tuning", unit="step") as progress:
+        checkpoint = finetune(model_dir or default_model_dir(), config, glue_dir=glue_dir, progress=progress)
+    path = export_model(checkpoint, output, config=ExportConfig(task=Task.SEQUENCE_CLASSIFICATION))
+    click.echo(f"fine-tuned checkpoint: {checkpoint}\nexported to {path}")
 
 
 @main.command("inspect")

@@ -18,6 +18,9 @@ from bct_onnx.errors import ModelLoadError, OutputError
 # initializers in an external data file.
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
 
+# Metadata key under which bct_onnx.export records the model folder it exported.
+EXPORT_SOURCE_KEY = "bct_onnx.export.source"
+
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Load an ONNX model and its external data, refusing data files outside its folder.
@@ -64,6 +67,13 @@ def external_data_files(path: str | os.PathLike) -> set[str]:
         for entry in tensor.external_data
         if entry.key == "location"
     }
+
+
+def export_source(path: str | os.PathLike) -> str | None:
+    """Return the Hugging Face model folder that ``bct-onnx export`` recorded, if it still exists."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    source = next((entry.value for entry in model.metadata_props if entry.key == EXPORT_SOURCE_KEY), None)
+    return source if source and Path(source).is_dir() else None
 
 
 def model_file_bytes(path: str | os.PathLike) -> int:

@@ -104,6 +104,8 @@ def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.Infere
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # The arena would keep the memory of the largest run's outputs for the session's lifetime.
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
