@@ -36,7 +36,7 @@ SOFTMAX_IGNORED_BELOW_MAX = 100.0
 
 
 class CalibrationMethod(enum.Enum):
-    """How a block's clipping range is chosen from its statistics."""
+    """Method that chooses a block's clipping range from its statistics."""
 
     MINMAX = "minmax"  # the largest |x| seen
     PERCENTILE = "percentile"  # the 99.99th percentile of |x|

@@ -2,7 +2,7 @@
 
 Every value that both graphs contain under one name (the outputs of the float graph's nodes)
 is read from both runs and compared. Where compression inserted a quantizer on a value, the
-dequantized copy is compared instead, so each row shows the error as the next node sees it.
+dequantized copy is compared instead, so each row shows the error in the value that the next node reads.
 Rows come in the float graph's node order, so the row where the SQNR drops is the block that
 hurts.
 """

@@ -1,7 +1,7 @@
 """Match results and small structural checks shared by the pattern rules.
 
 A rule's ``match`` function starts at one anchor node and returns either a match, which
-carries every fact the rewrite needs, or a ``NoMatch`` that says why not and on which node.
+carries every fact the rewrite needs, or a ``NoMatch`` that gives the reason and the node where the check failed.
 """
 
 from __future__ import annotations
@@ -79,6 +79,6 @@ def reduces_last_axis(node: gs.Node, rank: int | None) -> bool:
 
 
 def value_rank(value: gs.Tensor) -> int | None:
-    """Return the rank of ``value`` when shape inference knows it."""
+    """Return the rank of ``value`` when shape inference has inferred it."""
     shape = getattr(value, "shape", None)
     return len(shape) if shape is not None else None

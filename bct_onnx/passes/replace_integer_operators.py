@@ -183,7 +183,7 @@ def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFac
 
 
 def compact_int64(factory: NodeFactory, anchor: str, suffix: str, values: np.ndarray) -> gs.Tensor:
-    """Return int64 ``values`` stored in the narrowest integer type that holds them, cast back.
+    """Return int64 ``values`` stored in the narrowest integer type that can represent them, cast back.
 
     The operators take int64 inputs, but group indices, alignment factors and multipliers fit in
     8 to 32 bits; ONNX Runtime folds the Cast into a constant when the session starts.
