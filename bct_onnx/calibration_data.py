@@ -11,6 +11,8 @@ import onnx
 from bct_onnx.calibration import split_batches
 from bct_onnx.errors import BctError
 from bct_onnx.modelio import export_source
+from bct_onnx.glue import Example
+from bct_onnx.text import encode_examples, load_tokenizer
 from bct_onnx.validate import load_feeds
 
 GLUE_PREFIX = "glue:"
@@ -44,8 +46,6 @@ def load_calibration_batches(
         return split_batches({name: feeds[name][:samples] for name in _checked(feeds, input_names)}, batch_size)
     texts = _texts(source, samples, glue_dir)
     folder = tokenizer or export_source(model_path)
-    if folder is None:
-        raise BctError(f"tokenizing {source} needs a tokenizer: pass --tokenizer DIR (a Hugging Face model folder)")
     return _tokenize(texts, folder, input_names, sequence_length, batch_size)
 
 
@@ -76,24 +76,8 @@ def _tokenize(
     sequence_length: int,
     batch_size: int,
 ) -> list[dict[str, np.ndarray]]:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as error:
-        raise BctError("tokenizing text needs transformers: pip install 'bct-onnx[export]'") from error
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
-        raise BctError(f"cannot load a tokenizer from {folder}: {error}") from error
-    first = [text for text, _ in texts]
-    second = [pair for _, pair in texts]
-    encoded = tokenizer(
-        first,
-        second if all(pair is not None for pair in second) else None,
-        padding="max_length",
-        truncation=True,
-        max_length=sequence_length,
-        return_tensors="np",
-    )
+    examples = [Example(text_a, text_b, 0) for text_a, text_b in texts]
+    encoded = encode_examples(load_tokenizer(folder), examples, max_length=sequence_length, padding="max_length")
     feeds = {name: np.asarray(encoded[name], np.int64) for name in _checked(encoded, input_names)}
     return split_batches(feeds, batch_size)
 

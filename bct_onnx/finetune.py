@@ -21,6 +21,7 @@ import numpy as np
 from bct_onnx.errors import BctError
 from bct_onnx.glue import TaskKind, get_task, load_glue_split
 from bct_onnx.metrics import task_metrics
+from bct_onnx.text import encode_examples
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +116,7 @@ def _batches(tokenizer, examples, batch_size: int, max_length: int, order: np.nd
     """Yield tokenized batches padded to their own longest example (dynamic padding)."""
     for start in range(0, len(order), batch_size):
         chunk = [examples[index] for index in order[start : start + batch_size]]
-        pairs = [example.text_b for example in chunk]
-        encoded = tokenizer(
-            [example.text_a for example in chunk],
-            pairs if all(pair is not None for pair in pairs) else None,
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        encoded = encode_examples(tokenizer, chunk, max_length=max_length, return_tensors="pt")
         yield encoded, [example.label for example in chunk]
 
 

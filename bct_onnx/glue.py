@@ -607,3 +607,4 @@ def _index_text_labels(values: list[str]) -> tuple[list[int], tuple[str, ...]]:
     ordered = sorted(set(values))
     position = {value: index for index, value in enumerate(ordered)}
     return [position[value] for value in values], tuple(ordered)
+

@@ -17,6 +17,7 @@ from bct_onnx.errors import BctError
 from bct_onnx.glue import Example, GlueTask, TaskKind, get_task
 from bct_onnx.metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman, task_metrics
 from bct_onnx.modelio import export_source
+from bct_onnx.text import encode_examples, load_tokenizer
 from bct_onnx.validate import create_session, first_line
 
 BATCH_SIZE = 32
@@ -108,25 +109,10 @@ def tokenize_examples(
     examples: list[Example], tokenizer: str | os.PathLike | None, max_length: int
 ) -> list[dict[str, np.ndarray]]:
     """Return batches of int64 feeds for ``examples``, each padded to its longest example."""
-    if tokenizer is None:
-        raise BctError("scoring text needs a tokenizer: pass --tokenizer DIR (a Hugging Face model folder)")
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as error:
-        raise BctError("tokenizing text needs transformers: pip install 'bct-onnx[export]'") from error
-    loaded = AutoTokenizer.from_pretrained(str(tokenizer))
+    loaded = load_tokenizer(tokenizer)
     batches = []
     for start in range(0, len(examples), BATCH_SIZE):
-        chunk = examples[start : start + BATCH_SIZE]
-        pairs = [example.text_b for example in chunk]
-        encoded = loaded(
-            [example.text_a for example in chunk],
-            pairs if all(pair is not None for pair in pairs) else None,
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="np",
-        )
+        encoded = encode_examples(loaded, examples[start : start + BATCH_SIZE], max_length=max_length)
         batches.append({name: np.asarray(values, np.int64) for name, values in encoded.items()})
     return batches
 
