@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 from collections import Counter
@@ -58,6 +59,7 @@ def compress_model(
         BctError: activations are to be quantized and ``calibration`` is empty.
     """
     model = upgrade_opset(_copy(model))
+    _warn_unmatched_patterns(model, config.exclude)
     graph = gs.import_onnx(_infer_shapes(model))
     context = PassContext(graph=graph, config=config, calibration_batches=list(calibration or []))
     results = run_pipeline(default_pipeline(progress), context)
@@ -75,6 +77,14 @@ def compress_model(
             entry = node.metadata_props.add()
             entry.key, entry.value = CREATED_BY_KEY, context.created_by[node.name]
     return CompressedModel(compressed, context.tensor_reports, results)
+
+
+def _warn_unmatched_patterns(model: onnx.ModelProto, patterns: tuple[str, ...]) -> None:
+    """Log a warning for every exclusion pattern that matches no node or initializer name."""
+    names = [node.name for node in model.graph.node] + [tensor.name for tensor in model.graph.initializer]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            logger.warning("exclusion pattern %r matches no node or weight name; nothing is excluded by it", pattern)
 
 
 def _add_functions(model: onnx.ModelProto, functions: Iterable[onnx.FunctionProto]) -> None:

@@ -228,3 +228,10 @@ def test_config_accepts_enum_names():
         CompressConfig(rounding="floor")
     with pytest.raises(TypeError, match="block_size must be an int"):
         CompressConfig(block_size=2.5)
+
+
+def test_unmatched_exclude_pattern_warns(caplog):
+    weight = np.ones((32, 4), np.float32)
+    with caplog.at_level("WARNING", logger="bct_onnx.compress"):
+        compress_model(matmul_model(weight), config=CompressConfig(block_size=16, exclude=("*attention*",)))
+    assert "exclusion pattern '*attention*' matches no node or weight name" in caplog.text
