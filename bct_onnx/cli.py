@@ -50,7 +50,7 @@ def _fail(message: str, status: int) -> None:
 
 @click.group(cls=_Group)
 @click.version_option(package_name="bct-onnx")
-@click.option("-v", "--verbose", count=True, help="More log output (-v: one line per pass, -vv: every node).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v: one line per pass, -vv: also each node left in float and why).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:

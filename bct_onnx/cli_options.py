@@ -27,7 +27,7 @@ COMPRESS_OPTIONS = [
                  help="bct: 4-bit weights, 8-bit activations, integer GELU/Softmax/LayerNorm; w8a8: the same "
                       "with 8-bit weights; weights-only: 4-bit weights, no calibration. "
                       "Default: bct with --calibration, weights-only without."),
-    click.option("--weight-bits", type=BITS, help="Bits per MatMul/Gemm weight value [recipe: 4, w8a8: 8]."),
+    click.option("--weight-bits", type=BITS, help="Bits per MatMul/Gemm weight value [4; w8a8: 8]."),
     click.option("--embedding-bits", type=BITS, help="Bits per embedding table value [default: --weight-bits]."),
     click.option("--activation-bits", type=BITS, help="Bits per activation value [bct, w8a8: 8]."),
     click.option("--block-size", type=click.IntRange(min=2),
