@@ -34,7 +34,7 @@ _ROWS_PER_CHUNK = 2048
 
 
 class ScaleFormat(enum.Enum):
-    """How block scales are stored in the output model."""
+    """Storage format of block scales in the output model."""
 
     FLOAT32 = "float32"
     FLOAT16 = "float16"
@@ -42,7 +42,7 @@ class ScaleFormat(enum.Enum):
 
 
 class Rounding(enum.Enum):
-    """How block scales are chosen."""
+    """Method that chooses block scales."""
 
     NEAREST = "nearest"  # scale from the block's full range (min-max)
     MSE = "mse"  # scale that minimises the block's squared error (clipping search)

@@ -50,7 +50,7 @@ def compress_model(
 ) -> CompressedModel:
     """Compress a model held in memory and return the new model; ``model`` is not changed.
 
-    ``calibration`` holds batches of input feeds; recipes that quantize activations need it.
+    ``calibration`` contains batches of input feeds; recipes that quantize activations need it.
     ``progress`` is called with (batches done, batches in all) during calibration.
 
     Raises:

@@ -1,4 +1,4 @@
-"""What a model contains and what BCT would do to it, without changing anything."""
+"""Read-only inspection: a model's contents and what BCT would compress in it."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
     Raises:
         UnsupportedModelError: the opset is older than 14, newer than the installed onnx
-            package knows, or the converter cannot upgrade one of the model's operators.
+            package supports, or the converter cannot upgrade one of the model's operators.
     """
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()

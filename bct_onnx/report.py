@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True, kw_only=True)
 class TensorReport:
-    """How one weight or embedding table was compressed."""
+    """Size and error of one compressed weight or embedding table."""
 
     name: str
     kind: str  # "matmul", "gemm" or "embedding"

@@ -29,7 +29,7 @@ RANDOM_SEQUENCE = 32
 
 @dataclass(frozen=True, kw_only=True)
 class OutputComparison:
-    """How one output of the compressed model differs from the float model's."""
+    """Difference between one output of the compressed model and the float model's."""
 
     name: str
     shape: tuple[int, ...]

@@ -109,7 +109,7 @@ def test_missing_output_folder(tmp_path):
 
 
 def test_unwritable_output_folder(tmp_path):
-    # /proc rejects new files even for root, so this holds wherever the tests run.
+    # /proc rejects new files even for root, so this check works wherever the tests run.
     source = write_model(tiny_model(), tmp_path / "model.onnx")
     result = run_cli("compress", source, "-o", "/proc/out.onnx")
     assert_one_line_error(result, "/proc")

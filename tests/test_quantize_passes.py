@@ -195,7 +195,8 @@ def test_int4_codes_decode_to_original_values():
     (y,) = run_model(result.model, {"ids": np.arange(4, dtype=np.int64)[None, :]})
     codes = y[0] / np.repeat(scale, 64, axis=1)
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
-    assert codes.min() >= -8 and codes.max() <= 7
+    assert codes.min() >= -8
+    assert codes.max() <= 7
 
 
 def test_block_larger_than_axis_is_one_block():

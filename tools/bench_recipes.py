@@ -30,13 +30,9 @@ from benchlib import (
     CUSTOM_OPS,
     DEFAULT_GLUE_DIR,
     cached_export,
-    convert,
-    embed,
+    compress_and_score,
     format_latency_table,
-    load_tokenizer,
     measure_latency,
-    read_stsb,
-    size_and_quality,
     write_section,
 )
 
@@ -56,16 +52,7 @@ def main() -> None:
         "w8a8": ["--recipe", "w8a8", *CALIBRATION, "--glue-dir", str(args.glue_dir)],
     }
     float_path = cached_export()
-    sentences, gold = read_stsb(args.glue_dir / "STS-B" / "dev.tsv")
-    tokenizer = load_tokenizer()
-    float_embeddings = embed(float_path, tokenizer, sentences)
-
-    rows = [size_and_quality("float32", float_path, float_path, float_embeddings, float_embeddings, gold)]
-    conversions = {}
-    for label, options in recipes.items():
-        conversions[label] = convert(float_path, label, options)
-        embeddings = embed(conversions[label].path, tokenizer, sentences)
-        rows.append(size_and_quality(label, float_path, conversions[label].path, float_embeddings, embeddings, gold))
+    rows, conversions, tokenizer = compress_and_score(float_path, recipes, args.glue_dir)
 
     variants = {"float32": (float_path, {})}
     for label in ("bct", "w8a8"):

@@ -24,13 +24,9 @@ from benchlib import (
     DEFAULT_GLUE_DIR,
     FOLD_WEIGHTS,
     cached_export,
-    convert,
-    embed,
+    compress_and_score,
     format_latency_table,
-    load_tokenizer,
     measure_latency,
-    read_stsb,
-    size_and_quality,
     write_section,
 )
 
@@ -44,16 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     float_path = cached_export()
-    sentences, gold = read_stsb(args.glue_dir / "STS-B" / "dev.tsv")
-    tokenizer = load_tokenizer()
-    float_embeddings = embed(float_path, tokenizer, sentences)
-
-    rows = [size_and_quality("float32", float_path, float_path, float_embeddings, float_embeddings, gold)]
-    conversions = {}
-    for label, options in RECIPES.items():
-        conversions[label] = convert(float_path, label, options)
-        embeddings = embed(conversions[label].path, tokenizer, sentences)
-        rows.append(size_and_quality(label, float_path, conversions[label].path, float_embeddings, embeddings, gold))
+    rows, conversions, tokenizer = compress_and_score(float_path, RECIPES, args.glue_dir)
     variants = {"float32": (float_path, {})}
     for label, conversion in conversions.items():
         variants[label] = (conversion.path, {})

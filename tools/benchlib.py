@@ -174,3 +174,21 @@ def format_latency_table(latencies: dict[tuple[str, int], float], note: str) -> 
             f"{sixteen / latencies[('float32', 16)]:.2f}x |"
         )
     return lines
+
+
+def compress_and_score(float_path: Path, recipes: dict[str, list[str]], glue_dir: Path):
+    """Compress the float model with each recipe's CLI options and score every model on STS-B dev.
+
+    Returns the rows of ``size_and_quality`` (float32 first), the conversions by label, and the
+    tokenizer for later latency runs.
+    """
+    sentences, gold = read_stsb(glue_dir / "STS-B" / "dev.tsv")
+    tokenizer = load_tokenizer()
+    float_embeddings = embed(float_path, tokenizer, sentences)
+    rows = [size_and_quality("float32", float_path, float_path, float_embeddings, float_embeddings, gold)]
+    conversions = {}
+    for label, options in recipes.items():
+        conversions[label] = convert(float_path, label, options)
+        embeddings = embed(conversions[label].path, tokenizer, sentences)
+        rows.append(size_and_quality(label, float_path, conversions[label].path, float_embeddings, embeddings, gold))
+    return rows, conversions, tokenizer

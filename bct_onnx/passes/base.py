@@ -32,7 +32,7 @@ class PassContext:
 
 @dataclass(frozen=True)
 class PassResult:
-    """What one pass changed, in counts a person can read."""
+    """Counts of the nodes one pass rewrote and left unchanged."""
 
     pass_name: str
     rewritten: int
