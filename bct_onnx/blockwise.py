@@ -201,3 +201,88 @@ def _encode_scales(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale_of_scales = np.where(scale_of_scales > 0, scale_of_scales, np.float32(1.0))
     codes = np.clip(np.ceil(scale / scale_of_scales - 1e-4), 1, 255).astype(np.uint8)
     return codes, scale_of_scales.astype(np.float32)
+
+
+def quantize_blocks_compensated(
+    x: np.ndarray,
+    input_covariance: np.ndarray,
+    *,
+    bits: int,
+    block_size: int,
+    symmetric: bool = True,
+    rounding: Rounding = Rounding.MSE,
+    scale_format: ScaleFormat = ScaleFormat.FLOAT32,
+    damping: float = 0.01,
+) -> BlockQuantized:
+    """Quantize a ``[rows, K]`` weight like ``quantize_blocks``, feeding each column's error forward.
+
+    This is GPTQ (Frantar et al., 2022) with one group per block. ``x`` multiplies inputs whose
+    ``K x K`` second-moment matrix is ``input_covariance`` (``sum of v v^T`` over input vectors
+    ``v``). Columns are rounded left to right, and the rounding error of each one is spread over
+    the columns not rounded yet, in the proportions that least change ``x @ v`` on those inputs.
+    A block's scale is chosen when its first column is reached, from the values updated so far.
+    ``damping`` (a fraction of the mean diagonal) keeps the inverse well conditioned.
+
+    Raises:
+        ValueError: the shapes disagree, or ``K`` is not a multiple of ``block_size``.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
+    rows, k = x.shape
+    if input_covariance.shape != (k, k):
+        raise ValueError(f"input covariance of shape {input_covariance.shape} does not match {k} columns")
+    if block_size <= 0 or k % block_size:
+        raise ValueError(f"axis of length {k} is not a multiple of block size {block_size}")
+
+    weights = x.astype(np.float64)
+    inverse_factor = _inverse_cholesky_factor(input_covariance, weights, damping)
+    q_min, q_max = code_range(bits, symmetric=symmetric)
+    codes = np.empty((rows, k), np.int8 if symmetric else np.uint8)
+    groups = []
+    for start in range(0, k, block_size):
+        end = start + block_size
+        group = weights[:, start:end]  # a view: compensation below updates ``weights``
+        chosen = quantize_blocks(
+            group.astype(np.float32), bits=bits, block_size=block_size, symmetric=symmetric,
+            rounding=rounding, scale_format=scale_format,
+        )
+        groups.append(chosen)
+        scale = chosen.scale[:, 0].astype(np.float64)
+        zero = 0.0 if chosen.zero_point is None else chosen.zero_point[:, 0].astype(np.float64)
+        errors = np.empty((rows, block_size))
+        for offset in range(block_size):
+            column = start + offset
+            code = np.clip(np.round(group[:, offset] / scale) + zero, q_min, q_max)
+            codes[:, column] = code
+            error = (group[:, offset] - (code - zero) * scale) / inverse_factor[column, column]
+            group[:, offset + 1 :] -= np.outer(error, inverse_factor[column, column + 1 : end])
+            errors[:, offset] = error
+        weights[:, end:] -= errors @ inverse_factor[start:end, end:]
+
+    def joined(name: str) -> np.ndarray | None:
+        parts = [getattr(group, name) for group in groups]
+        return None if parts[0] is None else np.concatenate(parts, axis=-1)
+
+    return BlockQuantized(
+        codes=codes,
+        scale=joined("scale"),
+        zero_point=joined("zero_point"),
+        scale_codes=joined("scale_codes"),
+        scale_of_scales=joined("scale_of_scales"),
+        bits=bits,
+        block_size=block_size,
+    )
+
+
+def _inverse_cholesky_factor(input_covariance: np.ndarray, weights: np.ndarray, damping: float) -> np.ndarray:
+    """Return the upper Cholesky factor ``U`` of the damped inverse covariance (``H^-1 = U^T U``).
+
+    Inputs that were always zero say nothing about their columns: those weights are set to zero
+    (they never contribute) and their diagonal entries to one.
+    """
+    covariance = input_covariance.astype(np.float64)
+    dead = np.diag(covariance) <= 0
+    covariance[dead, dead] = 1.0
+    weights[:, dead] = 0.0
+    covariance[np.diag_indices_from(covariance)] += damping * np.mean(np.diag(covariance))
+    return np.linalg.cholesky(np.linalg.inv(covariance)).T

@@ -211,6 +211,36 @@ def _mse_ranges(histogram: np.ndarray, block_max: np.ndarray, q_max: int) -> np.
     return candidates[np.argmin(errors, axis=1)] * block_max
 
 
+def input_second_moments(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    batches: Sequence[dict[str, np.ndarray]],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Return, per value in ``names``, the sum of ``v v^T`` over the vectors ``v`` along its last axis.
+
+    Vectors at padding positions (where a ``[batch, sequence]`` input whose name contains "mask"
+    is zero) are left out: they never reach the model's real outputs.
+    """
+    session = session_with_outputs(model, list(names))
+    moments: dict[str, np.ndarray] = {}
+    for done, feeds in enumerate(batches, start=1):
+        for name, value in zip(names, session.run(list(names), feeds)):
+            vectors = _kept_vectors(value.astype(np.float64), feeds)
+            moments[name] = moments.get(name, 0.0) + vectors.T @ vectors
+        if progress is not None:
+            progress(done, len(batches))
+    return moments
+
+
+def _kept_vectors(value: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    for name, feed in feeds.items():
+        if "mask" in name.lower() and value.ndim == 3 and feed.shape == value.shape[:2]:
+            return value[feed != 0]
+    return value.reshape(-1, value.shape[-1])
+
+
 def split_batches(feeds: dict[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
     """Split feeds whose arrays share a leading sample axis into batches of ``batch_size``."""
     count = min(len(array) for array in feeds.values())

@@ -87,7 +87,8 @@ def _quiet_export_libraries(ctx: click.Context) -> None:
 def compress_command(model: Path, output: Path, report_path: Path | None, **options) -> None:
     """Compress MODEL into a smaller ONNX file that stock ONNX Runtime runs."""
     config = config_from_options(options)
-    batches = _calibration_batches(model, options) if config.needs_calibration else None
+    wants_data = config.needs_calibration or (options["calibration"] and config.error_compensation)
+    batches = _calibration_batches(model, options) if wants_data else None
     with _progress_bar("calibrating") as progress:
         report = compress(
             model, output, config=config, calibration=batches, progress=progress, report_path=report_path
@@ -117,6 +118,9 @@ def _progress_bar(label: str, *, unit: str = "batch"):
 
     def update(done: int, total: int) -> None:
         nonlocal bar
+        if bar is not None and (total != bar.total or done < bar.n):  # the next pass over the data
+            bar.close()
+            bar = None
         if bar is None:
             bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False, disable=None)
         bar.update(done - bar.n)

@@ -25,7 +25,7 @@ def _choice(enum_type) -> click.Choice:
 COMPRESS_OPTIONS = [
     click.option("--recipe", type=_choice(Recipe),
                  help="bct: 4-bit weights, 8-bit activations, integer GELU/Softmax/LayerNorm; w8a8: the same "
-                      "with 8-bit weights; weights-only: 4-bit weights, no calibration. "
+                      "with 8-bit weights; weights-only: 4-bit weights, float activations. "
                       "Default: bct with --calibration, weights-only without."),
     click.option("--weight-bits", type=BITS, help="Bits per MatMul/Gemm weight value [4; w8a8: 8]."),
     click.option("--embedding-bits", type=BITS, help="Bits per embedding table value [default: --weight-bits]."),
@@ -43,6 +43,9 @@ COMPRESS_OPTIONS = [
     click.option("--integer-ops", metavar="LIST",
                  help="Comma-separated integer operators to use: gelu, softmax, layernorm, or none "
                       "[bct, w8a8: all three]."),
+    click.option("--error-compensation/--no-error-compensation", default=None,
+                 help="Round weights so that their products with the calibration data change least (GPTQ); "
+                      "needs --calibration [on with --calibration]."),
     click.option("--exclude", multiple=True, metavar="PATTERN",
                  help="Leave nodes or weights whose name matches this fnmatch pattern in float; repeatable."),
 ]
@@ -90,6 +93,7 @@ def config_from_options(options: dict) -> CompressConfig:
         "embeddings": options["embeddings"],
         "integer_operators": _integer_operators(options["integer_ops"]),
         "exclude": tuple(options["exclude"]) or None,
+        "error_compensation": options["error_compensation"],
         "calibration_method": CalibrationMethod(options["calibration_method"])
         if options.get("calibration_method") else None,
     }

@@ -53,6 +53,7 @@ class CompressConfig:
     activation_block_size: int = 1  # channels per activation block; 1 is a scale per channel
     integer_operators: frozenset[IntegerOperator] = frozenset()
     calibration_method: CalibrationMethod = CalibrationMethod.MSE
+    error_compensation: bool = True  # GPTQ weight rounding, when calibration data is given
 
     def __post_init__(self) -> None:
         self._coerce_enums()

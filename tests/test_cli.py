@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import embedding_model, float_input, make_model, matmul_model
+from conftest import embedding_model, float_input, make_model, matmul_model, run_model
 from onnx import helper
 
 from bct_onnx.cli import main
@@ -269,3 +269,23 @@ def test_validate_not_a_model(tmp_path):
     broken.write_bytes(b"\x00\x01garbage")
     result = run_cli("validate", first, broken)
     assert_one_line_error(result, "ONNX Runtime cannot load")
+
+
+def test_weights_only_recipe_uses_calibration_data_for_error_compensation(tmp_path):
+    rng = np.random.default_rng(6)
+    loadings = rng.normal(size=(4, 64))
+    samples = (rng.normal(size=(96, 4)) @ loadings + 0.3 * rng.normal(size=(96, 64))).astype(np.float32)
+    np.savez(tmp_path / "feeds.npz", x=samples[:64])
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    errors = {}
+    for name, extra in (("plain", []), ("off", ["--no-error-compensation"]), ("on", [])):
+        calibration = [] if name == "plain" else ["--calibration", tmp_path / "feeds.npz"]
+        output = tmp_path / f"{name}.onnx"
+        result = run_cli("compress", source, "-o", output, "--recipe", "weights-only", "--block-size", "32",
+                         *calibration, *extra)
+        assert result.exit_code == 0, result.output
+        weight = onnx.numpy_helper.to_array(tiny_model().graph.initializer[0])
+        outputs = run_model(onnx.load(output), {"x": samples[64:]})[0]
+        errors[name] = float(np.mean((outputs - samples[64:] @ weight) ** 2))
+    assert errors["off"] == errors["plain"]
+    assert errors["on"] < 0.5 * errors["plain"]

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from bct_onnx.passes.base import GraphPass, PassContext, PassResult, run_pipeline
 from bct_onnx.passes.calibrate_activations import CalibrateActivations
 from bct_onnx.passes.fold_constants import FoldConstants
+from bct_onnx.passes.measure_weight_inputs import MeasureWeightInputs
 from bct_onnx.passes.quantize_activations import QuantizeActivations
 from bct_onnx.passes.quantize_embeddings_blockwise import QuantizeEmbeddingsBlockwise
 from bct_onnx.passes.quantize_weights_blockwise import QuantizeWeightsBlockwise
@@ -21,6 +22,7 @@ def default_pipeline(progress: Callable[[int, int], None] | None = None) -> list
     return [
         FoldConstants(),
         CalibrateActivations(progress),
+        MeasureWeightInputs(progress),
         QuantizeWeightsBlockwise(),
         QuantizeEmbeddingsBlockwise(),
         ReplaceIntegerOperators(),
@@ -32,6 +34,7 @@ __all__ = [
     "CalibrateActivations",
     "FoldConstants",
     "GraphPass",
+    "MeasureWeightInputs",
     "PassContext",
     "PassResult",
     "QuantizeActivations",

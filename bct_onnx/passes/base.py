@@ -27,6 +27,7 @@ class PassContext:
     created_by: dict[str, str] = field(default_factory=dict)  # inserted node name -> pass name
     calibration_batches: list[dict[str, np.ndarray]] | None = None  # input feeds, batch by batch
     activation_scales: dict[str, ActivationScales] = field(default_factory=dict)  # value name -> scales
+    weight_input_moments: dict[str, np.ndarray] = field(default_factory=dict)  # MatMul input -> sum of v v^T
     functions: dict[str, onnx.FunctionProto] = field(default_factory=dict)  # op type -> function body
 
 

@@ -66,6 +66,16 @@ def explain_weight_skip(node: gs.Node, config_exclude: tuple[str, ...]) -> str |
     return None
 
 
+def compensated_input(node: gs.Node) -> gs.Tensor | None:
+    """Return the input that a MatMul/Gemm weight multiplies along its reduction axis, or None.
+
+    None for a Gemm with ``transA=1``, whose input vectors do not run along its last axis.
+    """
+    if node.op == "Gemm" and node.attrs.get("transA", 0):
+        return None
+    return node.inputs[0]
+
+
 def is_excluded(patterns: tuple[str, ...], *names: str) -> bool:
     """Return True when any fnmatch pattern matches any of ``names``."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
@@ -103,7 +113,11 @@ class QuantizeWeightsBlockwise(GraphPass):
         self, weight: gs.Constant, node: gs.Node, axis: int, context: PassContext, factory: NodeFactory
     ) -> gs.Tensor:
         values = np.asarray(weight.values)
-        quantized = quantize_along_axis(values, axis, context.config, bits=context.config.weight_bits, name=weight.name)
+        source = compensated_input(node)
+        moments = context.weight_input_moments.get(source.name) if source is not None else None
+        quantized = quantize_along_axis(
+            values, axis, context.config, bits=context.config.weight_bits, name=weight.name, input_covariance=moments
+        )
         kind = node.op.lower()
         context.tensor_reports.append(make_report(weight.name, kind, values, quantized, context.config))
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx.helper import np_dtype_to_tensor_dtype
 
-from bct_onnx.blockwise import BlockQuantized, ScaleFormat, quantize_blocks
+from bct_onnx.blockwise import BlockQuantized, ScaleFormat, quantize_blocks, quantize_blocks_compensated
 from bct_onnx.config import CompressConfig
 from bct_onnx.errors import UnsupportedModelError
 from bct_onnx.graph import NodeFactory
@@ -51,9 +51,18 @@ class QuantizedWeight:
 
 
 def quantize_along_axis(
-    weight: np.ndarray, axis: int, config: CompressConfig, *, bits: int, name: str
+    weight: np.ndarray,
+    axis: int,
+    config: CompressConfig,
+    *,
+    bits: int,
+    name: str,
+    input_covariance: np.ndarray | None = None,
 ) -> QuantizedWeight:
     """Quantize a 2-D float constant in blocks along ``axis`` (0 or 1).
+
+    With ``input_covariance`` (the second moments of the inputs it multiplies, along ``axis``)
+    rounding errors are compensated as ``quantize_blocks_compensated`` describes.
 
     A length that is not a multiple of the block size is zero-padded for the search and the
     padding is cut off again, which is what ONNX expects of a last, shorter block. An axis
@@ -71,14 +80,14 @@ def quantize_along_axis(
     padded = np.zeros((rows_last.shape[0], padded_length), np.float32)
     padded[:, :length] = rows_last
 
-    blocks = quantize_blocks(
-        padded,
-        bits=bits,
-        block_size=block_size,
-        symmetric=config.symmetric,
-        rounding=config.rounding,
-        scale_format=config.scale_format,
-    )
+    options = dict(bits=bits, block_size=block_size, symmetric=config.symmetric, rounding=config.rounding,
+                   scale_format=config.scale_format)
+    if input_covariance is None:
+        blocks = quantize_blocks(padded, **options)
+    else:
+        covariance = np.zeros((padded_length, padded_length))
+        covariance[:length, :length] = input_covariance  # padding inputs are dead: always zero
+        blocks = quantize_blocks_compensated(padded, covariance, **options)
     return _to_weight_layout(blocks, weight, axis, length, config)
 
 
