@@ -167,8 +167,39 @@ def write_results(rows: list[dict], output: Path, cache: Path, started_empty: bo
             f"| {row['task']} | {row['method']} | {row['metric']} | {row['score']:.2f} | {row['drop']:.2f} | "
             f"{row['size'] / 2**20:.2f} MiB | {row['ratio']:.3f}x | {row['batch1']:.1f} ms | {row['batch32']:.1f} ms |"
         )
+    lines += ["", *goal_lines(rows)]
     output.write_text("\n".join(lines) + "\n\n![accuracy drop against compression ratio](glue.png)\n")
     plot(rows, output.with_suffix(".png"))
+
+
+def goal_lines(rows: list[dict]) -> list[str]:
+    """Return the goals of the benchmark, each with what this run measured and whether it is met."""
+    def of(method: str) -> list[dict]:
+        return [row for row in rows if row["method"] == method]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "**missed**"
+
+    bct, w8a8, dynamic = of("bct"), of("bct-w8a8"), of("ort-dynamic-int8")
+    worst = max(bct, key=lambda row: row["drop"])
+    mean_w8a8 = float(np.mean([row["drop"] for row in w8a8]))
+    mean_dynamic = float(np.mean([row["drop"] for row in dynamic]))
+    lines = [
+        "Goals:",
+        "",
+        f"- BCT ratio at least 7.9x: smallest {min(row['ratio'] for row in bct):.3f}x, "
+        f"{verdict(all(row['ratio'] >= 7.9 for row in bct))}.",
+        f"- BCT drop at most 0.9 points on every task: largest {worst['drop']:.2f} ({worst['task']}), "
+        f"{verdict(worst['drop'] <= 0.9)}.",
+        f"- BCT W8A8 mean drop at most 0.5 points: {mean_w8a8:.2f}, {verdict(mean_w8a8 <= 0.5)}.",
+    ]
+    for label, method in (("BCT", bct), ("BCT W8A8", w8a8)):
+        mean = float(np.mean([row["drop"] for row in method]))
+        ratio = min(row["ratio"] for row in method)
+        better = mean < mean_dynamic and ratio > max(row["ratio"] for row in dynamic)
+        lines.append(f"- {label} smaller mean drop than quantize_dynamic ({mean:.2f} against {mean_dynamic:.2f}) "
+                     f"at a higher ratio: {verdict(better)}.")
+    return lines
 
 
 def plot(rows: list[dict], path: Path) -> None:
