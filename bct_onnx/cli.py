@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import tempfile
 import warnings
@@ -30,6 +31,7 @@ class _Group(click.Group):
 
     def main(self, *args, **kwargs):  # noqa: D102 (click's signature)
         kwargs["standalone_mode"] = False
+        _exit_cleanly_on_sigterm()
         try:
             status = super().main(*args, **kwargs)
         except click.UsageError as error:
@@ -41,6 +43,19 @@ class _Group(click.Group):
         except BctError as error:
             _fail(str(error), 1)
         sys.exit(status if isinstance(status, int) else 0)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into an exception, so that temporary output folders are removed on the way out.
+
+    Python's default SIGTERM action ends the process at once, without running any cleanup.
+    """
+
+    def stop(signum: int, frame) -> None:
+        click.echo("error: stopped by SIGTERM", err=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _fail(message: str, status: int) -> None:

@@ -145,7 +145,7 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _restore_model_fields(compressed: onnx.ModelProto, original: onnx.ModelProto) -> None:
-    """Copy what onnx-graphsurgeon drops on export: IR version, metadata and docs."""
+    """Copy what onnx-graphsurgeon drops on export: IR version, metadata, docs, overridable initializers."""
     compressed.ir_version = original.ir_version
     compressed.producer_name = original.producer_name or compressed.producer_name
     compressed.producer_version = original.producer_version or compressed.producer_version
@@ -153,6 +153,12 @@ def _restore_model_fields(compressed: onnx.ModelProto, original: onnx.ModelProto
     compressed.model_version = original.model_version
     del compressed.metadata_props[:]
     compressed.metadata_props.extend(original.metadata_props)
+    # An initializer listed among the graph inputs is a default that the caller may override.
+    # Those still present (weights left in float) stay inputs, after the other inputs.
+    kept = {initializer.name for initializer in compressed.graph.initializer}
+    present = {value.name for value in compressed.graph.input}
+    overridable = [value for value in original.graph.input if value.name in kept and value.name not in present]
+    compressed.graph.input.extend(overridable)
 
 
 def _describe_skips(results: list[PassResult]) -> str:

@@ -26,6 +26,7 @@ import onnx.version_converter
 from google.protobuf.message import EncodeError
 
 from bct_onnx.errors import BctError
+from bct_onnx.modelio import check_output_folder
 
 if TYPE_CHECKING:
     import torch
@@ -171,14 +172,14 @@ def export_model(
     Raises:
         ExportError: the export extra is missing, the model cannot be loaded or exported, or
             the graph does not have the requested inputs or opset.
+        OutputError: the output folder is missing or not writable, or the output is a folder.
     """
     started = time.perf_counter()
     _check_export_dependencies()
     import torch
 
     output_path = Path(output)
-    if output_path.is_dir():
-        raise ExportError(f"output path is a directory, expected an .onnx file path: {output}")
+    check_output_folder(output_path)
 
     source = _describe_source(model)
     torch_model = _load_model(str(model), config.task)
@@ -186,7 +187,6 @@ def export_model(
     output_names = _find_output_names(torch_model, inputs, config.task)
     module = _wrap_for_export(torch_model, output_names)
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_path.parent, prefix=f".{output_path.name}.") as work:
         proto = _run_exporter(module, inputs, output_names, Path(work), config)
         opset = _check_graph(proto, config)

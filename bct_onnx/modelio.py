@@ -117,16 +117,17 @@ def check_output_path(
     for path, role in ((output, "output path"), (data_file, "output data file")):
         if path.resolve() in protected:
             raise OutputError(f"{role} {path} would overwrite the input model or its data; choose another file name")
-    _check_folder(output)
+    check_output_folder(output)
     if report_path is not None:
         report = Path(report_path)
         if report.resolve() in protected | {output.resolve(), data_file.resolve()}:
             raise OutputError(f"report path {report} would overwrite a model file; choose another file name")
-        _check_folder(report)
+        check_output_folder(report)
     return output
 
 
-def _check_folder(path: Path) -> None:
+def check_output_folder(path: Path) -> None:
+    """Raise OutputError unless ``path`` can be written: its folder exists and is writable, and it is no folder."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +291,19 @@ def test_weights_only_recipe_uses_calibration_data_for_error_compensation(tmp_pa
         errors[name] = float(np.mean((outputs - samples[64:] @ weight) ** 2))
     assert errors["off"] == errors["plain"]
     assert errors["on"] < 0.5 * errors["plain"]
+
+
+def test_sigterm_removes_the_temporary_output_folder(tmp_path):
+    from bct_onnx.cli import _exit_cleanly_on_sigterm
+    from bct_onnx.modelio import _temporary_folder
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        _exit_cleanly_on_sigterm()
+        with pytest.raises(SystemExit) as stopped, _temporary_folder(tmp_path) as staging:
+            (staging / "model.onnx").write_bytes(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert folder_entries(tmp_path) == set()

@@ -33,6 +33,7 @@ from bct_onnx.export import (  # noqa: E402
     default_model_dir,
     export_model,
 )
+from bct_onnx.errors import OutputError  # noqa: E402
 from bct_onnx.validate import compare_output  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def test_minilm_export_matches_torch(
     tmp_path: Path,
 ) -> None:
     model_dir = classifier_dir if task is Task.SEQUENCE_CLASSIFICATION else default_model_dir()
-    output = tmp_path / "out" / "model.onnx"
+    output = tmp_path / "model.onnx"
     config = ExportConfig(task=task, opset=opset, exporter=exporter)
 
     result = export_model(model_dir, output, config=config)
@@ -279,7 +280,7 @@ def test_default_model_dir_has_checkpoint() -> None:
 @pytest.mark.parametrize("kind", ["directory", "hub id"])
 def test_missing_model_raises(kind: str, tmp_path: Path) -> None:
     model = str(tmp_path / "no-such-model") if kind == "directory" else "no-such-org/no-such-model"
-    output = tmp_path / "out" / "model.onnx"
+    output = tmp_path / "model.onnx"
 
     with pytest.raises(ExportError) as caught:
         export_model(model, output)
@@ -288,7 +289,7 @@ def test_missing_model_raises(kind: str, tmp_path: Path) -> None:
     assert message.startswith(f"model directory not found: {model} ")
     assert "HF_HUB_OFFLINE" in message
     assert "\n" not in message
-    assert not output.parent.exists()
+    assert os.listdir(tmp_path) == []
 
 
 def test_broken_config_leaves_no_files(tmp_path: Path) -> None:
@@ -296,11 +297,12 @@ def test_broken_config_leaves_no_files(tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "config.json").write_text('{"model_type": "bert", ')
     output = tmp_path / "out" / "model.onnx"
+    output.parent.mkdir()
 
     with pytest.raises(ExportError, match="failed to load the model in .*broken-model"):
         export_model(model_dir, output, config=ExportConfig(exporter=Exporter.TORCHSCRIPT))
 
-    assert not output.parent.exists()
+    assert os.listdir(output.parent) == []
 
 
 def test_failed_save_keeps_old_output(
@@ -322,8 +324,14 @@ def test_failed_save_keeps_old_output(
 
 
 def test_output_directory_rejected(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="output path is a directory"):
+    with pytest.raises(OutputError, match="output path is a folder"):
         export_model(tiny_bert_dir, tmp_path)
+
+
+def test_missing_output_folder_rejected(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="output folder does not exist"):
+        export_model(tiny_bert_dir, tmp_path / "missing" / "model.onnx")
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_head_logs_warning(

@@ -547,15 +547,16 @@ def test_session_options_error_without_extensions():
     assert "pip install onnxruntime-extensions" in result.stdout
 
 
-def test_library_registered_before_import_crashes():
-    # Limitation of onnxruntime-extensions 0.15: options that registered the library before the
-    # Python kernels existed crash the first session that uses them. Importing
-    # bct_onnx.integer_ops first, as custom_op_session_options does, avoids this.
+def test_kernels_registered_after_the_library_crash():
+    # Limitation of onnxruntime-extensions 0.15: options that loaded the library before the
+    # Python kernels were registered crash the first session that uses them.
+    # custom_op_session_options registers first, then loads the library.
     script = (
         "import numpy as np, onnx, onnxruntime as ort, onnxruntime_extensions\n"
+        "from bct_onnx.integer_ops import function_protos, make_node, register_kernels, softmax_table\n"
         "options = ort.SessionOptions()\n"
         "options.register_custom_ops_library(onnxruntime_extensions.get_library_path())\n"
-        "from bct_onnx.integer_ops import function_protos, make_node, softmax_table\n"
+        "register_kernels()\n"
         "from onnx import TensorProto, helper, numpy_helper\n"
         "graph = helper.make_graph([make_node('IntegerSoftmax', ['X', 'table'], ['Y'])], 'g',\n"
         "    [helper.make_tensor_value_info('X', TensorProto.INT8, [1, 4])],\n"

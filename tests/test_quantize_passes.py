@@ -4,10 +4,12 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import (
     embedding_model,
     float_input,
+    int64_input,
     make_model,
     matmul_model,
     representable_weight,
@@ -236,3 +238,33 @@ def test_unmatched_exclude_pattern_warns(caplog):
     with caplog.at_level("WARNING", logger="bct_onnx.compress"):
         compress_model(matmul_model(weight), config=CompressConfig(block_size=16, exclude=("*attention*",)))
     assert "exclusion pattern '*attention*' matches no node or weight name" in caplog.text
+
+
+def test_initializer_inputs_stay_inputs_when_left_in_float():
+    weight = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "weight"], ["y"], name="first"),
+             helper.make_node("MatMul", ["y", "kept"], ["z"], name="second")]
+    inputs = [float_input("x", ["batch", 64]), float_input("weight", [64, 8]), float_input("kept", [8, 8])]
+    model = make_model(nodes, inputs, [float_input("z", ["batch", 8])], {"weight": weight, "kept": weight[:8]})
+    compressed = compress_model(model, config=CompressConfig(exclude=("kept",))).model
+    assert [value.name for value in compressed.graph.input] == ["x", "kept"]
+    x = np.ones((2, 64), np.float32)
+    doubled = run_model(compressed, {"x": x, "kept": 2 * weight[:8]})[0]
+    np.testing.assert_allclose(doubled, 2 * run_model(compressed, {"x": x})[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("symmetric", "tables_compressed"), [(True, 1), (False, 0)])
+def test_lookup_into_matmul_runs_in_optimized_onnx_runtime(symmetric, tables_compressed):
+    rng = np.random.default_rng(0)
+    table, weight = rng.normal(size=(100, 64)).astype(np.float32), rng.normal(size=(64, 16)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
+             helper.make_node("MatMul", ["rows", "weight"], ["y"])]
+    model = make_model(nodes, [int64_input("ids", ["batch", "sequence"])],
+                       [float_input("y", ["batch", "sequence", 16])], {"table": table, "weight": weight})
+    result = compress_model(model, config=CompressConfig(weight_bits=8, symmetric=symmetric))
+    assert [entry.kind for entry in result.tensors].count("embedding") == tables_compressed
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[1, 2, 3]], np.int64)
+    expected = table[ids] @ weight
+    relative = np.linalg.norm(session.run(None, {"ids": ids})[0] - expected) / np.linalg.norm(expected)
+    assert relative < 0.02

@@ -6,10 +6,10 @@ ONNX function body that the model stores. A session that loads the onnxruntime-e
 library runs the Python kernel instead.
 docs/operators.md describes the arithmetic, the overflow bounds and the error bounds.
 
-Importing this package registers the Python kernels when onnxruntime-extensions is installed.
+``custom_op_session_options()`` registers the Python kernels on first use (``register_kernels``).
 """
 
-from bct_onnx.integer_ops.custom_ops import custom_op_session_options, kernel_calls
+from bct_onnx.integer_ops.custom_ops import custom_op_session_options, kernel_calls, register_kernels
 from bct_onnx.integer_ops.functions import (
     DOMAIN,
     DOMAIN_VERSION,
@@ -47,5 +47,6 @@ __all__ = [
     "layer_norm_parameters",
     "make_node",
     "max_softmax_length",
+    "register_kernels",
     "softmax_table",
 ]

@@ -1,13 +1,14 @@
 """ONNX Runtime kernels of the integer operators, registered as onnxruntime-extensions Python ops.
 
-Importing this module registers one Python kernel per operator with onnxruntime-extensions,
-which serves Python kernels in domain ``ai.onnx.contrib`` only. A session whose options load
-the extensions library (``custom_op_session_options()``) then runs these kernels in place of
-the model's function bodies. Each kernel calls the NumPy reference kernel, so the two agree bit
-for bit by construction.
+``custom_op_session_options()`` registers one Python kernel per operator with
+onnxruntime-extensions (which serves Python kernels in domain ``ai.onnx.contrib`` only) on its
+first call, then returns session options that load the extensions library. A session created
+with them runs these kernels in place of the model's function bodies. Each kernel calls the
+NumPy reference kernel, so the two agree bit for bit by construction.
 
-Without onnxruntime-extensions the import still succeeds and registers nothing; only
-``custom_op_session_options()`` raises.
+Registration waits for that first call because onnxruntime-extensions is slow to import and
+because registering kernels after its library is loaded into a session crashes ONNX Runtime
+1.32: created through this function, the order is always right.
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ import onnxruntime
 
 from bct_onnx.integer_ops.reference import integer_gelu, integer_layer_norm, integer_softmax
 
-try:
-    import onnxruntime_extensions
-except ImportError as error:
-    onnxruntime_extensions = None
-    _EXTENSIONS_IMPORT_ERROR: ImportError | None = error
-else:
-    _EXTENSIONS_IMPORT_ERROR = None
-
 # Calls of each kernel in this process, by op type. Tests read it to prove that ONNX Runtime
 # ran the Python kernel and not the function body.
 kernel_calls: collections.Counter[str] = collections.Counter()
+
+_registered = False
 
 
 def custom_op_session_options() -> onnxruntime.SessionOptions:
@@ -38,12 +33,15 @@ def custom_op_session_options() -> onnxruntime.SessionOptions:
     Raises:
         ImportError: onnxruntime-extensions is not installed.
     """
-    if onnxruntime_extensions is None:
+    try:
+        import onnxruntime_extensions
+    except ImportError as error:
         raise ImportError(
             "the integer operators' custom-op kernels need onnxruntime-extensions, which is not "
             "installed; run `pip install onnxruntime-extensions`, or create the session without "
             "custom-op options to run the function bodies"
-        ) from _EXTENSIONS_IMPORT_ERROR
+        ) from error
+    register_kernels()
     options = onnxruntime.SessionOptions()
     options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
     return options
@@ -75,8 +73,20 @@ def _run_layer_norm(
     )
 
 
-def _register_kernels() -> None:
-    """Register the three Python kernels with onnxruntime-extensions (once per process)."""
+def register_kernels() -> None:
+    """Register the three Python kernels with onnxruntime-extensions; later calls do nothing.
+
+    Call it before your own ``SessionOptions`` load the extensions library, or let
+    ``custom_op_session_options()`` do both.
+
+    Raises:
+        ImportError: onnxruntime-extensions is not installed.
+    """
+    global _registered
+    if _registered:
+        return
+    import onnxruntime_extensions
+
     py_op = onnxruntime_extensions.PyOp
     declare = onnxruntime_extensions.onnx_op
     declare(
@@ -95,7 +105,4 @@ def _register_kernels() -> None:
         outputs=[py_op.dt_int8],
         attrs={"fraction_bits": py_op.dt_int64, "multiplier_bits": py_op.dt_int64},
     )(_run_layer_norm)
-
-
-if onnxruntime_extensions is not None:
-    _register_kernels()
+    _registered = True

@@ -67,7 +67,15 @@ def explain_embedding_skip(node: gs.Node, config: CompressConfig) -> str | None:
         return "4-bit tables need an even row length"
     if is_excluded(config.exclude, node.name, node.inputs[0].name):
         return "excluded by a pattern"
+    if embedding_bits(config) == 8 and not config.symmetric and _feeds_matmul(node):
+        # ONNX Runtime 1.32 fuses such a DequantizeLinear into MatMulIntegerToFloat, which then
+        # fails at run time because it accepts only one zero point for the whole input.
+        return "asymmetric 8-bit lookups that feed a MatMul fail in ONNX Runtime"
     return None
+
+
+def _feeds_matmul(node: gs.Node) -> bool:
+    return any(reader.op in ("MatMul", "Gemm") for reader in node.outputs[0].outputs)
 
 
 def embedding_bits(config: CompressConfig) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from bct_onnx import integer_ops
 from bct_onnx.calibration import ActivationScales, CalibrationTarget, TargetKind, power_of_two_scales
 from bct_onnx.config import IntegerOperator
 from bct_onnx.graph import NodeFactory
@@ -98,8 +99,6 @@ class ReplaceIntegerOperators(GraphPass):
         config = context.config
         if config.activation_bits is None or not config.integer_operators:
             return PassResult(self.name, 0, {})
-        from bct_onnx import integer_ops
-
         factory = NodeFactory(context.graph, self.name)
         counts: Counter[str] = Counter()
         skipped: Counter[str] = Counter()
@@ -133,8 +132,6 @@ class ReplaceIntegerOperators(GraphPass):
 
 
 def _rewrite_gelu(match: GeluMatch, context: PassContext, factory: NodeFactory) -> None:
-    from bct_onnx import integer_ops
-
     anchor = match.output.name
     x, input_scales = match.input, context.activation_scales[match.input.name]
     if match.bias is not None:
@@ -149,8 +146,6 @@ def _rewrite_gelu(match: GeluMatch, context: PassContext, factory: NodeFactory) 
 
 
 def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: NodeFactory) -> None:
-    from bct_onnx import integer_ops
-
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
     output_scales = context.activation_scales[match.output.name]
@@ -172,8 +167,6 @@ def _rewrite_layer_norm(match: LayerNormMatch, context: PassContext, factory: No
 
 
 def _rewrite_softmax(match: SoftmaxMatch, context: PassContext, factory: NodeFactory) -> None:
-    from bct_onnx import integer_ops
-
     anchor = match.output.name
     input_scales = context.activation_scales[match.input.name]
     codes = quantize(factory, match.input, scale_input(factory, anchor, input_scales), context.config.activation_bits)
@@ -204,6 +197,4 @@ def _widen(scales: ActivationScales, extra: np.ndarray) -> ActivationScales:
 
 
 def _uses(graph: gs.Graph, op: str) -> bool:
-    from bct_onnx import integer_ops
-
     return any(node.op == op and node.domain == integer_ops.DOMAIN for node in graph.nodes)
