@@ -89,12 +89,7 @@ def quantize_blocks(
     Raises:
         ValueError: when ``x`` is not 2-D or ``K`` is not a multiple of ``block_size``.
     """
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
-    rows, k = x.shape
-    if block_size <= 0 or k % block_size:
-        raise ValueError(f"axis of length {k} is not a multiple of block size {block_size}")
-
+    rows, k = _checked_shape(x, block_size)
     blocks = x.astype(np.float32).reshape(rows, k // block_size, block_size)
     scale, zero_point = _choose_scales(blocks, bits, symmetric, rounding)
     scale_codes = scale_of_scales = None
@@ -116,6 +111,15 @@ def quantize_blocks(
         bits=bits,
         block_size=block_size,
     )
+
+
+def _checked_shape(x: np.ndarray, block_size: int) -> tuple[int, int]:
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
+    rows, k = x.shape
+    if block_size <= 0 or k % block_size:
+        raise ValueError(f"axis of length {k} is not a multiple of block size {block_size}")
+    return rows, k
 
 
 def _choose_scales(
@@ -226,13 +230,9 @@ def quantize_blocks_compensated(
     Raises:
         ValueError: the shapes disagree, or ``K`` is not a multiple of ``block_size``.
     """
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
-    rows, k = x.shape
+    rows, k = _checked_shape(x, block_size)
     if input_covariance.shape != (k, k):
         raise ValueError(f"input covariance of shape {input_covariance.shape} does not match {k} columns")
-    if block_size <= 0 or k % block_size:
-        raise ValueError(f"axis of length {k} is not a multiple of block size {block_size}")
 
     weights = x.astype(np.float64)
     inverse_factor = _inverse_cholesky_factor(input_covariance, weights, damping)
