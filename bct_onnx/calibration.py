@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from bct_onnx.validate import session_with_outputs
+from bct_onnx.errors import BctError, first_line
+from bct_onnx.validate import ORT_ERRORS, session_with_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Calibrator:
         total, done = passes * len(batches), 0
         for pass_index in range(passes):
             for feeds in batches:
-                values = session.run(names, feeds)
+                values = run_calibration_batch(session, names, feeds)
                 for name, value in zip(names, values):
                     self._update(self._statistics[name], value, histogram_pass=pass_index == 1)
                 done += 1
@@ -226,12 +227,20 @@ def input_second_moments(
     session = session_with_outputs(model, list(names))
     moments: dict[str, np.ndarray] = {}
     for done, feeds in enumerate(batches, start=1):
-        for name, value in zip(names, session.run(list(names), feeds)):
+        for name, value in zip(names, run_calibration_batch(session, list(names), feeds)):
             vectors = _kept_vectors(value.astype(np.float64), feeds)
             moments[name] = moments.get(name, 0.0) + vectors.T @ vectors
         if progress is not None:
             progress(done, len(batches))
     return moments
+
+
+def run_calibration_batch(session, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run one batch of calibration feeds, turning ONNX Runtime's errors into one clear line."""
+    try:
+        return session.run(names, feeds)
+    except (RuntimeError, *ORT_ERRORS) as error:
+        raise BctError(f"the calibration data does not fit the model: {first_line(error)}") from error
 
 
 def _kept_vectors(value: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:

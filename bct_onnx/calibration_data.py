@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from bct_onnx.modelio import export_source
 from bct_onnx.glue import Example
 from bct_onnx.text import encode_examples, load_tokenizer
 from bct_onnx.validate import load_feeds
+
+logger = logging.getLogger(__name__)
 
 GLUE_PREFIX = "glue:"
 
@@ -43,7 +46,10 @@ def load_calibration_batches(
     input_names = _input_names(model_path)
     if source.endswith(".npz"):
         feeds = load_feeds(source)
-        return split_batches({name: feeds[name][:samples] for name in _checked(feeds, input_names)}, batch_size)
+        batches = split_batches({name: feeds[name][:samples] for name in _checked(feeds, input_names)}, batch_size)
+        if not batches:
+            raise BctError(f"calibration feeds in {source} hold no samples")
+        return batches
     texts = _texts(source, samples, glue_dir)
     folder = tokenizer or export_source(model_path)
     return _tokenize(texts, folder, input_names, sequence_length, batch_size)
@@ -58,11 +64,18 @@ def _texts(source: str, samples: int, glue_dir: str | os.PathLike | None) -> lis
             examples = load_glue_split(task, "train", glue_dir=glue_dir, limit=samples)
         except GlueDataError:
             examples = load_glue_split(task, "dev", glue_dir=glue_dir, limit=samples)
+            logger.warning(
+                "GLUE task %s has no train split here; calibrating on its dev split, which "
+                "`validate --task` also scores", task,
+            )
         return [(example.text_a, example.text_b) for example in examples]
     path = Path(source)
     if not path.is_file():
         raise BctError(f"calibration source not found: {source} (expected glue:TASK, a .npz or a text file)")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as error:
+        raise BctError(f"calibration text file is not UTF-8 text: {source}") from error
     texts = [(line, None) for line in lines if line][:samples]
     if not texts:
         raise BctError(f"calibration text file is empty: {source}")

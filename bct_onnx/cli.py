@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
+import math
 import signal
 import sys
 import tempfile
@@ -17,6 +20,7 @@ from bct_onnx.cli_options import CALIBRATION_OPTIONS, COMPRESS_OPTIONS, add_opti
 from bct_onnx.compress import compress
 from bct_onnx.errors import BctError, ValidationFailedError
 from bct_onnx.inspection import inspect_model
+from bct_onnx.modelio import check_output_path
 from bct_onnx.validate import load_feeds, random_feeds, validate
 
 logger = logging.getLogger("bct_onnx")
@@ -38,8 +42,8 @@ class _Group(click.Group):
             _fail(f"{error.format_message()} (see --help)", 2)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", 1)
+        except click.exceptions.Abort:  # click's form of Ctrl-C
+            _fail("interrupted", 130)
         except BctError as error:
             _fail(str(error), 1)
         sys.exit(status if isinstance(status, int) else 0)
@@ -102,7 +106,14 @@ def _quiet_export_libraries(ctx: click.Context) -> None:
 def compress_command(model: Path, output: Path, report_path: Path | None, **options) -> None:
     """Compress MODEL into a smaller ONNX file that stock ONNX Runtime runs."""
     config = config_from_options(options)
+    calibration_file = Path(options["calibration"]) if options["calibration"] else None
+    if calibration_file is not None and calibration_file.is_file():  # fail before calibrating
+        check_output_path(model, output, report_path=report_path, other_inputs=[calibration_file])
+    if options["error_compensation"] and not options["calibration"]:
+        raise click.UsageError("--error-compensation needs --calibration SOURCE")
     wants_data = config.needs_calibration or (options["calibration"] and config.error_compensation)
+    if options["calibration"] and not wants_data:
+        logger.warning("--calibration is not used: this recipe without error compensation needs no data")
     batches = _calibration_batches(model, options) if wants_data else None
     with _progress_bar("calibrating") as progress:
         report = compress(
@@ -151,17 +162,18 @@ def _progress_bar(label: str, *, unit: str = "batch"):
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path), help=".npz of input feeds; default: random token ids.")
-@click.option("--min-cosine", type=float, help="Exit with status 1 when any output's mean cosine is below this.")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0),
+              help="Exit with status 1 when any output's mean cosine is below this.")
 @click.option("--layers/--no-layers", default=False,
               help="Also compare every intermediate value the two graphs share (SQNR and cosine).")
 @click.option("--task", help="Score both models on this GLUE task's labelled split instead (e.g. sst2).")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path),
               help="Score both models on your own labelled TSV, CSV or JSONL file instead.")
-@click.option("--split", default="dev", show_default=True, help="GLUE split for --task.")
+@click.option("--split", help="GLUE split for --task [dev].")
 @click.option("--glue-dir", type=click.Path(file_okay=False, path_type=Path), help="GLUE data folder [$BCT_GLUE_DIR].")
 @click.option("--text-column", "text_columns", multiple=True,
               help="Text column(s) of --data, once or twice for pairs [text or sentence, then text_b or sentence2].")
-@click.option("--label-column", default="label", show_default=True, help="Label column of --data.")
+@click.option("--label-column", help="Label column of --data [label].")
 @click.option("--tokenizer", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face tokenizer folder [the folder REFERENCE was exported from].")
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N examples.")
@@ -169,18 +181,53 @@ def _progress_bar(label: str, *, unit: str = "batch"):
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def validate_command(reference: Path, candidate: Path, **options) -> None:
     """Compare CANDIDATE with the float model REFERENCE: outputs on the same inputs, or a task metric."""
+    _check_validate_options(options)
     if options["task"] or options["data"]:
         _validate_task(reference, candidate, options)
         return
-    feeds = load_feeds(options["inputs"]) if options["inputs"] is not None else random_feeds(reference)
+    feeds = load_feeds(options["inputs"]) if options["inputs"] is not None else None
     report = validate(reference, candidate, feeds=feeds, min_cosine=options["min_cosine"])
-    click.echo(report.to_json() if options["as_json"] else report.format_table())
+    layers = None
     if options["layers"]:
-        from bct_onnx.layer_report import compare_layers, format_layers
+        from bct_onnx.layer_report import compare_layers
 
-        click.echo("\n" + format_layers(compare_layers(reference, candidate, feeds)))
+        layers = compare_layers(reference, candidate, feeds if feeds is not None else random_feeds(reference))
+    click.echo(_format_validation(report, layers, as_json=options["as_json"]))
     if not report.passed:
         raise ValidationFailedError(f"an output's cosine is below {options['min_cosine']}")
+
+
+_TASK_ONLY = {"split": "--split", "glue_dir": "--glue-dir", "text_columns": "--text-column",
+              "label_column": "--label-column", "tokenizer": "--tokenizer", "limit": "--limit", "max_drop": "--max-drop"}
+_OUTPUTS_ONLY = {"inputs": "--inputs", "min_cosine": "--min-cosine", "layers": "--layers"}
+
+
+def _check_validate_options(options: dict) -> None:
+    """Reject options that the chosen kind of validation would silently ignore."""
+
+    def given(flags: dict[str, str]) -> str:
+        return ", ".join(flag for name, flag in flags.items() if options[name] not in (None, False, ()))
+
+    if options["min_cosine"] is not None and math.isnan(options["min_cosine"]):
+        raise click.BadParameter("must be a number from -1 to 1", param_hint="--min-cosine")
+    if options["task"] and options["data"]:
+        raise click.UsageError("--task and --data exclude each other: score a GLUE task or your own file")
+    if options["task"] or options["data"]:
+        if given(_OUTPUTS_ONLY):
+            raise click.UsageError(f"{given(_OUTPUTS_ONLY)}: output comparison options; leave them out with --task/--data")
+    elif given(_TASK_ONLY):
+        raise click.UsageError(f"{given(_TASK_ONLY)}: task scoring options; they need --task or --data")
+
+
+def _format_validation(report, layers, *, as_json: bool) -> str:
+    from bct_onnx.layer_report import format_layers
+
+    if as_json:
+        data = json.loads(report.to_json())
+        if layers is not None:
+            data["layers"] = [dataclasses.asdict(row) for row in layers]
+        return json.dumps(data, indent=2)
+    return report.format_table() + ("\n\n" + format_layers(layers) if layers is not None else "")
 
 
 def _validate_task(reference: Path, candidate: Path, options: dict) -> None:
@@ -190,10 +237,10 @@ def _validate_task(reference: Path, candidate: Path, options: dict) -> None:
     kind = None
     if options["data"]:
         labelled = load_labelled_file(options["data"], text_columns=tuple(options["text_columns"]) or None,
-                                      label_column=options["label_column"])
+                                      label_column=options["label_column"] or "label")
         examples, kind = list(labelled.examples), labelled.kind
     else:
-        examples = load_glue_split(options["task"], options["split"], glue_dir=options["glue_dir"])
+        examples = load_glue_split(options["task"], options["split"] or "dev", glue_dir=options["glue_dir"])
     examples = examples[: options["limit"]] if options["limit"] else examples
     report = validate_task(reference, candidate, examples, task=options["task"], kind=kind,
                            tokenizer=options["tokenizer"], max_drop=options["max_drop"])

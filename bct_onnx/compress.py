@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -23,7 +24,7 @@ from bct_onnx.modelio import (
     load_model,
     model_file_bytes,
     save_model,
-    write_text_atomically,
+    text_writer,
 )
 from bct_onnx.opset import upgrade_opset
 from bct_onnx.passes import PassContext, PassResult, default_pipeline, run_pipeline
@@ -115,17 +116,20 @@ def compress(
     external_data = bool(external_data_files(input_path))
     compressed = compress_model(model, config=config, calibration=calibration, progress=progress)
     _check(compressed.model)
-    save_model(compressed.model, output, external_data=external_data)
-    report = CompressionReport(
-        input_path=str(input_path),
-        output_path=str(output),
-        file_bytes_before=model_file_bytes(input_path),
-        file_bytes_after=model_file_bytes(output),
-        tensors=compressed.tensors,
-        passes={result.pass_name: result.rewritten for result in compressed.passes},
-    )
-    if report_path is not None:
-        write_text_atomically(report_path, report.to_json() + "\n")
+    with contextlib.ExitStack() as stack:
+        # Staged before the model is written: a report folder that cannot be written leaves no model.
+        write_report = stack.enter_context(text_writer(report_path)) if report_path is not None else None
+        save_model(compressed.model, output, external_data=external_data)
+        report = CompressionReport(
+            input_path=str(input_path),
+            output_path=str(output),
+            file_bytes_before=model_file_bytes(input_path),
+            file_bytes_after=model_file_bytes(output),
+            tensors=compressed.tensors,
+            passes={result.pass_name: result.rewritten for result in compressed.passes},
+        )
+        if write_report is not None:
+            write_report(report.to_json() + "\n")
     return report
 
 

@@ -19,3 +19,9 @@ class OutputError(BctError):
 
 class ValidationFailedError(BctError):
     """A compressed model missed a tolerance when compared with its float model."""
+
+
+def first_line(error: BaseException) -> str:
+    """Return the first line of an error message, or its repr when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)

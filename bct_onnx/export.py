@@ -25,7 +25,7 @@ import onnx
 import onnx.version_converter
 from google.protobuf.message import EncodeError
 
-from bct_onnx.errors import BctError
+from bct_onnx.errors import BctError, first_line
 from bct_onnx.modelio import check_output_folder
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def _load_model(source: str, task: Task) -> torch.nn.Module:
 def _describe_load_failure(source: str, error: Exception) -> str:
     """Return a one-line message for a model that transformers could not load."""
     if Path(source).is_dir():
-        return f"failed to load the model in {source}: {_first_line(error)}"
+        return f"failed to load the model in {source}: {first_line(error)}"
     if _hub_offline():
         return (
             f"model directory not found: {source} "
@@ -268,7 +268,7 @@ def _describe_load_failure(source: str, error: Exception) -> str:
         )
     return (
         f"model directory not found: {source}, "
-        f"and loading it from the Hugging Face hub failed: {_first_line(error)}"
+        f"and loading it from the Hugging Face hub failed: {first_line(error)}"
     )
 
 
@@ -282,14 +282,6 @@ def _warn_about_new_weights(source: str, task: Task, missing_keys: Iterable[str]
         "them randomly, so the exported outputs are meaningless until the model is fine-tuned",
         source, len(missing), task.value, ", ".join(missing),
     )
-
-
-def _first_line(error: Exception) -> str:
-    """Return the first non-empty line of an exception message, or its type name."""
-    for line in str(error).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
 
 
 def _make_example_inputs(model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
@@ -387,7 +379,7 @@ def _run_exporter(
         # onnx.version_converter all derive from RuntimeError.
         opset = "its default opset" if config.opset is None else f"opset {config.opset}"
         raise ExportError(
-            f"the {config.exporter.value} exporter failed at {opset}: {_first_line(error)}"
+            f"the {config.exporter.value} exporter failed at {opset}: {first_line(error)}"
         ) from error
 
     logger.debug("%s exporter ran in %.1f s", config.exporter.value, time.perf_counter() - started)

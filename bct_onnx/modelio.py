@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import uses_external_data
 
-from bct_onnx.errors import ModelLoadError, OutputError
+from bct_onnx.errors import ModelLoadError, OutputError, first_line
 
 # Protobuf cannot serialise a message of 2 GiB or more, so larger models must keep their
 # initializers in an external data file.
@@ -48,13 +48,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as error:
-            raise ModelLoadError(f"{path} is not a valid ONNX model: {_first_line(error)}") from error
+            raise ModelLoadError(f"{path} is not a valid ONNX model: {first_line(error)}") from error
     return model
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
 
 
 def external_data_files(path: str | os.PathLike) -> set[str]:
@@ -99,12 +94,16 @@ def _check_external_data_locations(model: onnx.ModelProto, folder: Path) -> None
 
 
 def check_output_path(
-    input_path: str | os.PathLike, output_path: str | os.PathLike, *, report_path: str | os.PathLike | None = None
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    report_path: str | os.PathLike | None = None,
+    other_inputs: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Return ``output_path`` as a Path after checking that the model can be written there.
 
-    The output, its ``.data`` file and the report must not overwrite the input model or any
-    external data file it reads, nor each other.
+    The output, its ``.data`` file and the report must not overwrite the input model, any
+    external data file it reads or ``other_inputs`` (such as a calibration file), nor each other.
 
     Raises:
         OutputError: a path collides with the input or another output, or a folder is missing
@@ -113,15 +112,16 @@ def check_output_path(
     output = Path(output_path)
     protected = {Path(input_path).resolve()}
     protected |= {(Path(input_path).parent / name).resolve() for name in _external_data_names(input_path)}
+    protected |= {Path(path).resolve() for path in other_inputs}
     data_file = output.parent / f"{output.name}.data"
     for path, role in ((output, "output path"), (data_file, "output data file")):
         if path.resolve() in protected:
-            raise OutputError(f"{role} {path} would overwrite the input model or its data; choose another file name")
+            raise OutputError(f"{role} {path} would overwrite an input file; choose another file name")
     check_output_folder(output)
     if report_path is not None:
         report = Path(report_path)
         if report.resolve() in protected | {output.resolve(), data_file.resolve()}:
-            raise OutputError(f"report path {report} would overwrite a model file; choose another file name")
+            raise OutputError(f"report path {report} would overwrite an input or the model; choose another file name")
         check_output_folder(report)
     return output
 
@@ -144,16 +144,25 @@ def _external_data_names(path: str | os.PathLike) -> set[str]:
         return set()
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+@contextlib.contextmanager
+def text_writer(path: str | os.PathLike) -> Iterator[Callable[[str], None]]:
+    """Yield a function that writes text to ``path`` atomically.
+
+    The temporary folder is created on entry, so a folder that cannot be written fails before the
+    caller writes any other output.
+    """
     path = Path(path)
     with _temporary_folder(path.parent) as staging:
-        staged = staging / path.name
-        try:
-            staged.write_text(text)
-            os.replace(staged, path)
-        except OSError as error:
-            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+        def write(text: str) -> None:
+            staged = staging / path.name
+            try:
+                staged.write_text(text)
+                os.replace(staged, path)
+            except OSError as error:
+                raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+        yield write
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool) -> None:

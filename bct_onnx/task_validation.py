@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bct_onnx.errors import BctError
+from bct_onnx.errors import BctError, first_line
 from bct_onnx.glue import Example, GlueTask, TaskKind, get_task
 from bct_onnx.metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman, task_metrics
 from bct_onnx.modelio import export_source
 from bct_onnx.text import encode_examples, load_tokenizer
-from bct_onnx.validate import create_session, first_line
+from bct_onnx.validate import create_session
 
 BATCH_SIZE = 32
 

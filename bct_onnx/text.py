@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
-from bct_onnx.errors import BctError
+from bct_onnx.errors import BctError, first_line
 from bct_onnx.glue import Example
 
 
@@ -21,10 +22,12 @@ def load_tokenizer(folder: str | os.PathLike | None):
         from transformers import AutoTokenizer
     except ImportError as error:
         raise BctError("tokenizing text needs transformers: pip install 'bct-onnx[export]'") from error
+    if not Path(folder).is_dir():
+        raise BctError(f"tokenizer folder not found: {folder}")
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as error:
-        raise BctError(f"cannot load a tokenizer from {folder}: {error}") from error
+        raise BctError(f"cannot load a tokenizer from {folder}: {first_line(error)}") from error
 
 
 def encode_examples(

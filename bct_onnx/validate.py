@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bct_onnx.errors import BctError, ModelLoadError
+from bct_onnx.errors import BctError, ModelLoadError, first_line
 
 # The exceptions ONNX Runtime raises for bad models and bad inputs; they share no base class
 # below Exception.
@@ -84,12 +84,6 @@ def create_session(path: str | os.PathLike) -> ort.InferenceSession:
         raise ModelLoadError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from error
 
 
-def first_line(error: BaseException) -> str:
-    """Return the first line of an error message, or its repr when the message is empty."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
-
-
 def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
     """Open a copy of ``model`` that also outputs the values ``names``, with optimizations off.
 
@@ -106,6 +100,7 @@ def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.Infere
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # The arena would keep the memory of the largest run's outputs for the session's lifetime.
     options.enable_cpu_mem_arena = False
+    options.log_severity_level = 4  # callers report run errors themselves, in one line
     return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -138,11 +133,17 @@ def random_feeds(model_path: str | os.PathLike, *, seed: int = 0) -> dict[str, n
 
 def load_feeds(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load input feeds from an ``.npz`` file whose array names are the model's input names."""
+    not_archive = f"cannot read input feeds from {path}: not an .npz archive of arrays"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise BctError(f"cannot read input feeds from {path}: {error}") from error
+        loaded = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise BctError(f"cannot read input feeds from {path}: {error.strerror or error}") from error
+    except ValueError as error:  # numpy's message for a file of another kind is about pickling
+        raise BctError(not_archive) from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise BctError(not_archive)
+    with loaded as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def validate(
@@ -240,3 +241,6 @@ def _check_feeds(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) ->
     unknown = sorted(feeds.keys() - expected)
     if missing or unknown:
         raise BctError(f"input feeds do not match the model: missing {missing}, unknown {unknown}")
+    empty = sorted(name for name, array in feeds.items() if array.size == 0)
+    if empty:
+        raise BctError(f"input feeds {empty} hold no values")

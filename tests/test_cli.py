@@ -100,7 +100,7 @@ def test_output_equal_to_input(tmp_path):
     source = write_model(tiny_model(), tmp_path / "model.onnx")
     before = digest(source)
     result = run_cli("compress", source, "-o", source)
-    assert_one_line_error(result, "would overwrite the input model")
+    assert_one_line_error(result, "would overwrite an input file")
     assert digest(source) == before
 
 
@@ -307,3 +307,121 @@ def test_sigterm_removes_the_temporary_output_folder(tmp_path):
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.code == 128 + signal.SIGTERM
     assert folder_entries(tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    ("feeds", "fragment"),
+    [
+        ({"x": np.zeros((4, 2, 64), np.float32)}, "the calibration data does not fit the model"),
+        ({"x": np.zeros((0, 64), np.float32)}, "hold no samples"),
+    ],
+)
+def test_unfit_calibration_feeds_give_one_line(tmp_path, feeds, fragment):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    for recipe in ("weights-only", "w8a8"):
+        result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--recipe", recipe,
+                         "--calibration", tmp_path / "feeds.npz")
+        assert_one_line_error(result, fragment)
+    assert folder_entries(tmp_path) == {"model.onnx", "feeds.npz"}
+
+
+@pytest.mark.parametrize("content", [b"not an archive\n", None])
+def test_feeds_file_that_is_not_an_archive(tmp_path, content):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    feeds = tmp_path / "feeds.npz"
+    if content is None:
+        np.save(tmp_path / "array.npy", np.ones(3))
+        (tmp_path / "array.npy").rename(feeds)
+    else:
+        feeds.write_bytes(content)
+    result = run_cli("validate", source, source, "--inputs", feeds)
+    assert_one_line_error(result, "not an .npz archive of arrays")
+
+
+@pytest.mark.parametrize("reference", ["missing.onnx", "folder", "text.onnx"])
+def test_validate_bad_reference_without_inputs(tmp_path, reference):
+    candidate = write_model(tiny_model(), tmp_path / "model.onnx")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "text.onnx").write_text("not a model")
+    result = run_cli("validate", tmp_path / reference, candidate)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_validate_rejects_empty_feeds(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    np.savez(tmp_path / "feeds.npz", x=np.zeros((0, 64), np.float32))
+    result = run_cli("validate", source, source, "--inputs", tmp_path / "feeds.npz")
+    assert_one_line_error(result, "hold no values")
+
+
+def test_validate_layers_inside_json(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    run_cli("compress", source, "-o", tmp_path / "out.onnx", "--block-size", "32")
+    result = run_cli("validate", source, tmp_path / "out.onnx", "--layers", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["outputs"][0]["name"] == "y"
+    assert [row["name"] for row in report["layers"]] == ["y"]
+    assert 15 < report["layers"][0]["sqnr_db"] < 25  # 4-bit codes of Gaussian weights
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--task", "sst2", "--data", "own.tsv"],
+        ["--data", "own.tsv", "--min-cosine", "0.9"],
+        ["--task", "sst2", "--layers"],
+        ["--split", "train"],
+        ["--max-drop", "1"],
+        ["--min-cosine", "2"],
+        ["--min-cosine", "nan"],
+    ],
+)
+def test_validate_options_that_would_be_ignored_are_rejected(tmp_path, options):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    (tmp_path / "own.tsv").write_text("text\tlabel\ngood\t1\n")
+    result = CliRunner().invoke(main, ["validate", str(source), str(source), *options], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+
+
+def test_error_compensation_needs_calibration(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--error-compensation")
+    assert result.exit_code == 2, result.output
+    assert "--error-compensation needs --calibration" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["output", "report"])
+def test_calibration_file_is_never_overwritten(tmp_path, target):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    np.savez(tmp_path / "feeds.npz", x=np.ones((8, 64), np.float32))
+    before = digest(tmp_path / "feeds.npz")
+    output = tmp_path / ("feeds.npz" if target == "output" else "out.onnx")
+    report = ["--report", tmp_path / "feeds.npz"] if target == "report" else []
+    result = run_cli("compress", source, "-o", output, "--calibration", tmp_path / "feeds.npz", *report)
+    assert_one_line_error(result, "would overwrite an input")
+    assert digest(tmp_path / "feeds.npz") == before
+
+
+def test_unwritable_report_folder_leaves_no_model(tmp_path, monkeypatch):
+    import tempfile
+
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "out.onnx").write_bytes(b"previous output")
+    real = tempfile.TemporaryDirectory
+
+    def refuse_reports(*args, dir=None, **kwargs):
+        if Path(dir).name == "reports":
+            raise OSError(30, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse_reports)
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", tmp_path / "reports" / "r.json")
+    assert_one_line_error(result, "cannot write to")
+    assert (tmp_path / "out.onnx").read_bytes() == b"previous output"
+    assert folder_entries(tmp_path) == {"model.onnx", "out.onnx", "reports"}
