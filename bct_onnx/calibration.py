@@ -226,12 +226,22 @@ def input_second_moments(
     """
     session = session_with_outputs(model, list(names))
     moments: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
     for done, feeds in enumerate(batches, start=1):
         for name, value in zip(names, run_calibration_batch(session, list(names), feeds)):
             vectors = _kept_vectors(value.astype(np.float64), feeds)
             moments[name] = moments.get(name, 0.0) + vectors.T @ vectors
+            counts[name] = counts.get(name, 0) + len(vectors)
         if progress is not None:
             progress(done, len(batches))
+    short = [name for name, count in counts.items() if count < moments[name].shape[0]]
+    if short:
+        logger.warning(
+            "error compensation sees fewer calibration vectors than input channels for %d weights "
+            "(%d vectors for %d channels at %s); it may fit the calibration data rather than the "
+            "task: calibrate on more samples or pass --no-error-compensation",
+            len(short), counts[short[0]], moments[short[0]].shape[0], short[0],
+        )
     return moments
 
 

@@ -125,3 +125,14 @@ def test_compressed_model_stays_valid_onnx_with_compensation():
     x = correlated_inputs(32, 100, seed=9)
     relative = np.linalg.norm(run_model(compressed, {"x": x})[0] - x @ weight) / np.linalg.norm(x @ weight)
     assert relative < 0.1
+
+
+def test_too_few_calibration_vectors_warn(caplog):
+    model = matmul_model(np.ones((128, 4), np.float32))
+    with caplog.at_level("WARNING", logger="bct_onnx.calibration"):
+        compress_model(model, calibration=[{"x": correlated_inputs(64, 128)}])
+    assert "64 vectors for 128 channels" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bct_onnx.calibration"):
+        compress_model(model, calibration=[{"x": correlated_inputs(256, 128)}])
+    assert caplog.text == ""
