@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from bct_onnx.config import CompressConfig
 from bct_onnx.graph import constant_array
 from bct_onnx.modelio import load_model
+from bct_onnx.opset import upgrade_opset
 from bct_onnx.passes import FoldConstants, PassContext
 from bct_onnx.passes.quantize_embeddings_blockwise import explain_embedding_skip
 from bct_onnx.passes.quantize_weights_blockwise import explain_weight_skip, weight_reduction_axis
@@ -58,7 +59,7 @@ def inspect_model(path: str | os.PathLike, *, config: CompressConfig = CompressC
     model = load_model(path)
     opset = {entry.domain: entry.version for entry in model.opset_import}
     op_counts = Counter(node.op_type for node in model.graph.node)
-    graph = gs.import_onnx(model)
+    graph = gs.import_onnx(upgrade_opset(model))  # refuses the opsets that compress refuses
     FoldConstants().run(PassContext(graph=graph, config=config))
     verdicts = [_verdict(node, config) for node in graph.nodes if node.op in ("MatMul", "Gemm", "Gather")]
     return Inspection(

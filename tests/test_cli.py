@@ -210,7 +210,7 @@ def test_inspect_lists_verdicts(tmp_path):
     assert result.exit_code == 0, result.output
     assert "compressed by BCT: 1 node(s)" in result.stdout
     assert "MatMul  dense  (weight)" in result.stdout
-    assert "scores: weight is computed, not constant" in result.stdout
+    assert "scores: second input is computed, not constant" in result.stdout
     assert "MatMul/Gemm weights" in result.stdout
 
 
@@ -425,3 +425,15 @@ def test_unwritable_report_folder_leaves_no_model(tmp_path, monkeypatch):
     assert_one_line_error(result, "cannot write to")
     assert (tmp_path / "out.onnx").read_bytes() == b"previous output"
     assert folder_entries(tmp_path) == {"model.onnx", "out.onnx", "reports"}
+
+
+@pytest.mark.parametrize("opset", [13, 30])
+def test_inspect_refuses_the_opsets_compress_refuses(tmp_path, opset):
+    model = tiny_model()
+    model.opset_import[0].version = opset
+    source = tmp_path / "model.onnx"
+    onnx.save_model(model, str(source))
+    inspected = run_cli("inspect", source)
+    compressed = run_cli("compress", source, "-o", tmp_path / "out.onnx")
+    assert inspected.exit_code == compressed.exit_code == 1
+    assert inspected.stderr == compressed.stderr

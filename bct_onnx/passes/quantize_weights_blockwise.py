@@ -53,8 +53,8 @@ def explain_weight_skip(node: gs.Node, config_exclude: tuple[str, ...]) -> str |
     if values is None:
         source = producer(weight)
         if source is not None and source.op in ("DequantizeLinear", "Cast"):
-            return "weight is already quantized"
-        return "weight is computed, not constant"
+            return f"second input comes from a {source.op} (already quantized?), not a float constant"
+        return "second input is computed, not constant"
     if values.ndim != 2:
         return f"weight has {values.ndim} dimensions, not 2"
     if values.dtype not in FLOAT_TYPES:
