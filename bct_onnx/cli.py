@@ -124,7 +124,7 @@ def compress_command(model: Path, output: Path, report_path: Path | None, **opti
 
 def _calibration_batches(model: Path, options: dict) -> list:
     if not options["calibration"]:
-        raise click.UsageError("this recipe quantizes activations and needs --calibration SOURCE")
+        raise click.UsageError("quantizing activations needs --calibration SOURCE")
     from bct_onnx.calibration_data import load_calibration_batches
 
     return load_calibration_batches(

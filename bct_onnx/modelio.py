@@ -30,6 +30,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
             folder for external data.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"model path is a folder, expected an .onnx file: {path}")
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:

@@ -437,3 +437,15 @@ def test_inspect_refuses_the_opsets_compress_refuses(tmp_path, opset):
     compressed = run_cli("compress", source, "-o", tmp_path / "out.onnx")
     assert inspected.exit_code == compressed.exit_code == 1
     assert inspected.stderr == compressed.stderr
+
+
+def test_folder_as_model_named_as_such(tmp_path):
+    result = run_cli("compress", tmp_path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "model path is a folder")
+
+
+def test_activation_bits_without_calibration(tmp_path):
+    source = write_model(tiny_model(), tmp_path / "model.onnx")
+    result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--activation-bits", "8")
+    assert result.exit_code == 2, result.output
+    assert "quantizing activations needs --calibration SOURCE" in result.stderr
