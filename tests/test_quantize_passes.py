@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 from conftest import (
@@ -18,8 +19,10 @@ from conftest import (
 from onnx import helper, numpy_helper
 
 from bct_onnx import CompressConfig, Rounding, ScaleFormat, compress_model
+from bct_onnx.calibration import MAX_SHIFT, ActivationScales
 from bct_onnx.errors import UnsupportedModelError
-from bct_onnx.graph import CREATED_BY_KEY
+from bct_onnx.graph import CREATED_BY_KEY, NodeFactory
+from bct_onnx.passes.quantize_activations import dequantize, quantize, scale_input
 
 EXACT = dict(rounding=Rounding.NEAREST, scale_format=ScaleFormat.FLOAT32)
 
@@ -268,3 +271,32 @@ def test_lookup_into_matmul_runs_in_optimized_onnx_runtime(symmetric, tables_com
     expected = table[ids] @ weight
     relative = np.linalg.norm(session.run(None, {"ids": ids})[0] - expected) / np.linalg.norm(expected)
     assert relative < 0.02
+
+
+def test_per_channel_activation_scales_match_per_axis_quantize_linear():
+    # The pass applies base * 2^-shift per channel as Mul, per-tensor QuantizeLinear/
+    # DequantizeLinear, Mul; ONNX Runtime's per-axis QuantizeLinear must give the same bits.
+    channels = 96
+    rng = np.random.default_rng(3)
+    scales = ActivationScales(base_scale=0.0371, shift=rng.integers(0, MAX_SHIFT + 1, channels))
+    graph = gs.Graph(inputs=[gs.Variable("x", np.float32, ["batch", channels])], opset=21)
+    factory = NodeFactory(graph, "test")
+    scale = scale_input(factory, "x", scales)
+    codes = quantize(factory, graph.inputs[0], scale, 8)
+    values = dequantize(factory, "x", codes, scale)
+    codes.dtype, values.dtype = np.int8, np.float32
+    graph.outputs = [codes, values]
+    ours = gs.export_onnx(graph)
+    ours.ir_version = 10
+
+    per_axis = [
+        helper.make_node("QuantizeLinear", ["x", "scale"], ["codes"], axis=-1, output_dtype=onnx.TensorProto.INT8),
+        helper.make_node("DequantizeLinear", ["codes", "scale"], ["values"], axis=-1),
+    ]
+    reference = make_model(per_axis, [float_input("x", ["batch", channels])],
+                           [helper.make_tensor_value_info("codes", onnx.TensorProto.INT8, ["batch", channels]),
+                            float_input("values", ["batch", channels])], {"scale": scales.scale})
+    x = (rng.standard_normal((64, channels)) * scales.scale * rng.uniform(0, 200, channels)).astype(np.float32)
+    x[0] = (np.arange(channels) % 40 - 20 + 0.5) * scales.scale  # halfway cases round to even
+    for got, want in zip(run_model(ours, {"x": x}), run_model(reference, {"x": x})):
+        np.testing.assert_array_equal(got, want)
