@@ -273,7 +273,7 @@ def test_lookup_into_matmul_runs_in_optimized_onnx_runtime(symmetric, tables_com
     assert relative < 0.02
 
 
-def test_per_channel_activation_scales_match_per_axis_quantize_linear():
+def test_channel_scales_match_per_axis_quantize():
     # The pass applies base * 2^-shift per channel as Mul, per-tensor QuantizeLinear/
     # DequantizeLinear, Mul; ONNX Runtime's per-axis QuantizeLinear must give the same bits.
     channels = 96
