@@ -277,8 +277,8 @@ def quantize_blocks_compensated(
 def _inverse_cholesky_factor(input_covariance: np.ndarray, weights: np.ndarray, damping: float) -> np.ndarray:
     """Return the upper Cholesky factor ``U`` of the damped inverse covariance (``H^-1 = U^T U``).
 
-    Inputs that were always zero say nothing about their columns: those weights are set to zero
-    (they never contribute) and their diagonal entries to one.
+    Inputs that were always zero carry no information about their columns, so those weights are
+    set to zero (they never contribute) and their diagonal entries to one.
     """
     covariance = input_covariance.astype(np.float64)
     dead = np.diag(covariance) <= 0

@@ -159,9 +159,9 @@ def _restore_model_fields(compressed: onnx.ModelProto, original: onnx.ModelProto
     compressed.metadata_props.extend(original.metadata_props)
     # An initializer listed among the graph inputs is a default that the caller may override.
     # Those still present (weights left in float) stay inputs, after the other inputs.
-    kept = {initializer.name for initializer in compressed.graph.initializer}
+    initializer_names = {initializer.name for initializer in compressed.graph.initializer}
     present = {value.name for value in compressed.graph.input}
-    overridable = [value for value in original.graph.input if value.name in kept and value.name not in present]
+    overridable = [value for value in original.graph.input if value.name in initializer_names and value.name not in present]
     compressed.graph.input.extend(overridable)
 
 

@@ -273,7 +273,7 @@ def test_validate_not_a_model(tmp_path):
     assert_one_line_error(result, "ONNX Runtime cannot load")
 
 
-def test_weights_only_recipe_uses_calibration_data_for_error_compensation(tmp_path):
+def test_weights_only_calibration_compensates(tmp_path):
     rng = np.random.default_rng(6)
     loadings = rng.normal(size=(4, 64))
     samples = (rng.normal(size=(96, 4)) @ loadings + 0.3 * rng.normal(size=(96, 64))).astype(np.float32)
@@ -415,12 +415,12 @@ def test_unwritable_report_folder_leaves_no_model(tmp_path, monkeypatch):
     (tmp_path / "out.onnx").write_bytes(b"previous output")
     real = tempfile.TemporaryDirectory
 
-    def refuse_reports(*args, dir=None, **kwargs):
+    def fail_in_report_folder(*args, dir=None, **kwargs):
         if Path(dir).name == "reports":
             raise OSError(30, "Read-only file system")
         return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse_reports)
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", fail_in_report_folder)
     result = run_cli("compress", source, "-o", tmp_path / "out.onnx", "--report", tmp_path / "reports" / "r.json")
     assert_one_line_error(result, "cannot write to")
     assert (tmp_path / "out.onnx").read_bytes() == b"previous output"

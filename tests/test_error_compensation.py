@@ -49,7 +49,7 @@ def test_uncorrelated_inputs_give_plain_rounding(scale_format):
 def test_compensation_lowers_the_output_error_on_correlated_inputs(symmetric):
     rng = np.random.default_rng(2)
     inputs = correlated_inputs(2048, 128)
-    weight = rng.normal(size=(128, 32)).astype(np.float32)  # [K, N], as a MatMul holds it
+    weight = rng.normal(size=(128, 32)).astype(np.float32)  # [K, N]: the layout of a MatMul weight
     options = dict(bits=4, block_size=32, symmetric=symmetric)
     plain = quantize_blocks(weight.T, **options).dequantize().T
     compensated = quantize_blocks_compensated(weight.T, inputs.T.astype(np.float64) @ inputs, **options)
@@ -98,8 +98,8 @@ def test_input_moments_leave_out_padding():
     mask = np.array([[1, 0], [1, 1]], np.int64)
     batches = [{"x": x[:1], "attention_mask": mask[:1]}, {"x": x[1:], "attention_mask": mask[1:]}]
     moments = input_second_moments(model, ["x"], batches)
-    kept = np.array([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
-    np.testing.assert_allclose(moments["x"], kept.T @ kept)
+    unmasked = np.array([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(moments["x"], unmasked.T @ unmasked)
 
 
 def test_calibrated_weights_only_recipe_compensates():
